@@ -1,0 +1,1 @@
+//! Benchmarks of rnnrs live in `benches/recurrent.rs`; this library is empty.

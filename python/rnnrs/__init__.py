@@ -1,0 +1,27 @@
+"""rnnrs: fast CPU recurrent networks (RNN, GRU, LSTM) with a Rust core.
+
+Layers follow PyTorch's conventions; see :mod:`rnnrs.layers`. Tokenizers and datasets for
+language modelling live in :mod:`rnnrs.tokenizer` and :mod:`rnnrs.dataset`.
+"""
+
+from . import _rnnrs
+from .dataset import LMBatches, random_batches, sequential_batches, split_train_val
+from .layers import GRU, LSTM, RNN
+from .tokenizer import CharTokenizer, Vocab, WordTokenizer, load_tokenizer
+
+__version__: str = _rnnrs.__version__
+
+__all__ = [
+    "RNN",
+    "GRU",
+    "LSTM",
+    "CharTokenizer",
+    "WordTokenizer",
+    "Vocab",
+    "load_tokenizer",
+    "LMBatches",
+    "random_batches",
+    "sequential_batches",
+    "split_train_val",
+    "__version__",
+]

@@ -1,0 +1,275 @@
+"""Recurrent layers with PyTorch's conventions: :class:`RNN`, :class:`GRU` and :class:`LSTM`.
+
+All three are stacks of ``num_layers`` layers, optionally bidirectional, computed by the Rust core
+with the GIL released. Shapes (``T`` time steps, ``B`` batch, ``I`` input features, ``H`` hidden
+features, ``L`` layers, ``D`` = 2 if bidirectional else 1):
+
+* input ``x``: ``(T, B, I)``, or ``(B, T, I)`` with ``batch_first=True``;
+* output ``y``: ``(T, B, D*H)`` (or ``(B, T, D*H)``), directions concatenated ``[forward, reverse]``;
+* states ``h0``/``h_n`` (and ``c0``/``c_n`` for LSTM): ``(L*D, B, H)`` — never batch-first.
+
+Parameters are named and shaped exactly like ``torch.nn.RNN/GRU/LSTM`` (``weight_ih_l0``,
+``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``..._reverse``), gates in PyTorch's order (LSTM
+``i, f, g, o``; GRU ``r, z, n``), initialised ``U(-1/sqrt(H), 1/sqrt(H))`` from ``seed``.
+Gradients accumulate across ``backward`` calls until :meth:`zero_grad`, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _rnnrs
+
+__all__ = ["RNN", "GRU", "LSTM"]
+
+_DTYPES = {np.dtype(np.float32): "float32", np.dtype(np.float64): "float64"}
+
+
+def _dtype_name(dtype: Any) -> str:
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as e:
+        raise TypeError(f"dtype: expected numpy.float32 or numpy.float64, got {dtype!r}") from e
+    if dt not in _DTYPES:
+        raise TypeError(f"dtype: expected numpy.float32 or numpy.float64, got {dt}")
+    return _DTYPES[dt]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_seed(seed: Any) -> int:
+    seed = _check_int("seed", seed, 0)
+    if seed >= 2**64:
+        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed}")
+    return seed
+
+
+class _Recurrent:
+    """Shared implementation of RNN, GRU and LSTM (see the module docstring for shapes)."""
+
+    _cell = ""
+
+    def __init__(
+        self,
+        input_size: int,
+        hidden_size: int,
+        num_layers: int = 1,
+        *,
+        bidirectional: bool = False,
+        dropout: float = 0.0,
+        batch_first: bool = False,
+        dtype: Any = np.float32,
+        seed: int = 0,
+        _cell: Optional[str] = None,
+    ) -> None:
+        input_size = _check_int("input_size", input_size, 1)
+        hidden_size = _check_int("hidden_size", hidden_size, 1)
+        num_layers = _check_int("num_layers", num_layers, 1)
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real):
+            raise TypeError(f"dropout: expected a float in [0, 1), got {type(dropout).__name__} {dropout!r}")
+        if not 0.0 <= float(dropout) < 1.0:
+            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout}")
+        self.dtype = np.dtype(_dtype_name(dtype))
+        self.input_size, self.hidden_size, self.num_layers = input_size, hidden_size, num_layers
+        self.bidirectional, self.batch_first = bool(bidirectional), bool(batch_first)
+        self.dropout, self.seed = float(dropout), _check_seed(seed)
+        self.training = True
+        self._core = _rnnrs.Recurrent(
+            _cell or self._cell, input_size, hidden_size, num_layers, self.bidirectional, self.dropout,
+            _DTYPES[self.dtype], self.seed,
+        )
+
+    # ----------------------------------------------------------------------------------------------
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    def _state_shape(self, batch: int) -> Tuple[int, int, int]:
+        return (self.num_layers * self.num_directions, batch, self.hidden_size)
+
+    def _array(self, name: str, a: Any, shape_doc: str) -> np.ndarray:
+        if not isinstance(a, np.ndarray):
+            if isinstance(a, (list, tuple)):
+                a = np.asarray(a, dtype=self.dtype)
+            else:
+                raise TypeError(f"{name}: expected a numpy.ndarray {shape_doc} of {self.dtype}, got {type(a).__name__}")
+        if a.dtype != self.dtype:
+            raise TypeError(f"{name}: expected dtype {self.dtype} (the layer's dtype), got {a.dtype}")
+        if a.ndim != 3:
+            raise ValueError(f"{name}: expected a 3-D array {shape_doc}, got shape {a.shape}")
+        return a
+
+    def _seq(self, name: str, a: Any, features: int) -> np.ndarray:
+        doc = f"(batch, seq_len, {features})" if self.batch_first else f"(seq_len, batch, {features})"
+        a = self._array(name, a, doc)
+        if a.shape[2] != features:
+            raise ValueError(f"{name}: expected shape {doc}, got {a.shape}")
+        return a.swapaxes(0, 1) if self.batch_first else a
+
+    def _state(self, name: str, a: Any, batch: int) -> Optional[np.ndarray]:
+        if a is None:
+            return None
+        shape = self._state_shape(batch)
+        a = self._array(name, a, str(shape))
+        if a.shape != shape:
+            raise ValueError(f"{name}: expected shape {shape} (num_layers*num_directions, batch, hidden_size), got {a.shape}")
+        return a
+
+    def _out(self, y: np.ndarray) -> np.ndarray:
+        return y.swapaxes(0, 1) if self.batch_first else y
+
+    def _forward(self, x: Any, h0: Any, c0: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        x = self._seq("x", x, self.input_size)
+        b = x.shape[1]
+        h0, c0 = self._state("h0", h0, b), self._state("c0", c0, b)
+        y, h_n, c_n = self._core.forward(x, h0, c0, self.training)
+        self._last_tb = (x.shape[0], b) if self.training else None
+        return self._out(y), h_n, c_n
+
+    def _backward(self, dy: Any, dh_n: Any, dc_n: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+        if not self.training:
+            raise ValueError("backward: expected a forward in training mode, got a layer in eval mode (call train())")
+        if getattr(self, "_last_tb", None) is None:
+            raise ValueError("backward: expected a preceding forward in training mode, got none")
+        t, b = self._last_tb
+        dh = self.num_directions * self.hidden_size
+        expected = (b, t, dh) if self.batch_first else (t, b, dh)
+        dy = self._array("dy", dy, str(expected))
+        if dy.shape != expected:
+            raise ValueError(f"dy: expected shape {expected} (the shape of the last forward's output), got {dy.shape}")
+        dy = dy.swapaxes(0, 1) if self.batch_first else dy
+        dh_n, dc_n = self._state("dh_n", dh_n, b), self._state("dc_n", dc_n, b)
+        dx, dh0, dc0 = self._core.backward(dy, dh_n, dc_n)
+        return self._out(dx), dh0, dc0
+
+    # ----------------------------------------------------------------------------------------------
+    def train(self, mode: bool = True) -> "_Recurrent":
+        """Training mode (dropout on; forward keeps what backward needs). Returns ``self``."""
+        self.training = bool(mode)
+        if not self.training:
+            self._core.clear_tape()
+            self._last_tb = None
+        return self
+
+    def eval(self) -> "_Recurrent":
+        """Inference mode: no dropout, nothing kept for backward. Returns ``self``."""
+        return self.train(False)
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of the parameters: ``{name: array}`` with PyTorch's names, shapes and order."""
+        return dict(self._core.state_dict())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Replace every parameter (all names exactly once, same shapes). Values are cast to the
+        layer's dtype. Raises ``ValueError`` naming a missing, unexpected or mis-shaped entry; on error
+        nothing changes."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}")
+        items = []
+        for k, v in state_dict.items():
+            if not isinstance(k, str):
+                raise TypeError(f"state_dict: expected str keys, got {type(k).__name__} {k!r}")
+            try:
+                arr = np.ascontiguousarray(np.asarray(v), dtype=self.dtype)
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"{k}: expected a numeric array, got {type(v).__name__}") from e
+            items.append((k, arr))
+        self._core.load_state_dict(items)
+
+    def grads(self) -> Dict[str, np.ndarray]:
+        """Copies of the accumulated gradients, same keys and shapes as :meth:`state_dict`."""
+        return dict(self._core.grads())
+
+    def zero_grad(self) -> None:
+        """Set every accumulated gradient to zero."""
+        self._core.zero_grad()
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars."""
+        return sum(a.size for a in self.state_dict().values())
+
+    def __repr__(self) -> str:
+        extra = "".join(
+            f", {k}={v!r}" for k, v in (("bidirectional", self.bidirectional), ("dropout", self.dropout),
+                                        ("batch_first", self.batch_first)) if v
+        )
+        return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
+                f"{extra}, dtype={self.dtype.name})")
+
+
+class RNN(_Recurrent):
+    """Elman RNN: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, ``act`` = ``tanh`` or ``relu``.
+
+    ``y, h_n = rnn.forward(x, h0=None)``; ``dx, dh0 = rnn.backward(dy, dh_n=None)``.
+    See the module docstring for shapes.
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, nonlinearity: str = "tanh",
+                 **kwargs: Any) -> None:
+        if nonlinearity not in ("tanh", "relu"):
+            raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        super().__init__(input_size, hidden_size, num_layers, _cell=f"rnn_{nonlinearity}", **kwargs)
+
+    def forward(self, x: Any, h0: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``x (T, B, I)`` → ``(y (T, B, D*H), h_n (L*D, B, H))``."""
+        y, h_n, _ = self._forward(x, h0, None)
+        return y, h_n
+
+    def backward(self, dy: Any, dh_n: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``dy (T, B, D*H)``, ``dh_n (L*D, B, H)`` or None → ``(dx (T, B, I), dh0 (L*D, B, H))``."""
+        dx, dh0, _ = self._backward(dy, dh_n, None)
+        return dx, dh0
+
+    __call__ = forward
+
+
+class GRU(RNN):
+    """GRU, gates ``r, z, n``: ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``,
+    ``h' = (1 - z) * n + z * h``. Same ``forward``/``backward`` as :class:`RNN`."""
+
+    _cell = "gru"
+
+    def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, **kwargs: Any) -> None:
+        _Recurrent.__init__(self, input_size, hidden_size, num_layers, **kwargs)
+
+
+class LSTM(_Recurrent):
+    """LSTM, gates ``i, f, g, o``: ``c' = f*c + i*g``, ``h' = o*tanh(c')``.
+
+    ``y, (h_n, c_n) = lstm.forward(x, (h0, c0))`` (state optional, either part may be None);
+    ``dx, (dh0, dc0) = lstm.backward(dy, (dh_n, dc_n))`` (state gradients optional).
+    """
+
+    _cell = "lstm"
+
+    def forward(self, x: Any, state: Optional[Tuple[Any, Any]] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """``x (T, B, I)`` → ``(y (T, B, D*H), (h_n, c_n))``, states ``(L*D, B, H)``."""
+        h0, c0 = _pair("state", state)
+        y, h_n, c_n = self._forward(x, h0, c0)
+        return y, (h_n, c_n)
+
+    def backward(self, dy: Any, state_grads: Optional[Tuple[Any, Any]] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """``dy (T, B, D*H)``, ``(dh_n, dc_n)`` or None → ``(dx, (dh0, dc0))``."""
+        dh_n, dc_n = _pair("state_grads", state_grads)
+        dx, dh0, dc0 = self._backward(dy, dh_n, dc_n)
+        return dx, (dh0, dc0)
+
+    __call__ = forward
+
+
+def _pair(name: str, state: Any) -> Tuple[Any, Any]:
+    if state is None:
+        return None, None
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        raise TypeError(f"{name}: expected a tuple (h, c) of arrays or None, got {type(state).__name__}")
+    return state[0], state[1]

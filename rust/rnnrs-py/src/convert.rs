@@ -1,0 +1,56 @@
+//! The binding's one error mapping, array extraction with clear messages, and the detached call.
+
+use numpy::{Element as NpElement, PyArray, PyArrayMethods, PyReadonlyArray, PyUntypedArray, PyUntypedArrayMethods};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// Map a core error to a Python exception: I/O → `OSError`, everything else → `ValueError`.
+pub fn to_py(e: rnnrs::Error) -> PyErr {
+    match e {
+        rnnrs::Error::Io { .. } => PyOSError::new_err(e.to_string()),
+        _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// Run `f` with the GIL released; a panic becomes a `RuntimeError` instead of escaping.
+pub fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> rnnrs::Result<T> + Send) -> PyResult<T> {
+    let r = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(to_py(e)),
+        Err(p) => {
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            Err(PyRuntimeError::new_err(format!("internal error in rnnrs (please report): {msg}")))
+        }
+    }
+}
+
+/// Extract a read-only NumPy array of element `T` and rank `N`, or raise `TypeError`/`ValueError`
+/// saying what was expected and what was received.
+pub fn array<'py, T: NpElement, D: ndarray::Dimension>(
+    obj: &Bound<'py, PyAny>,
+    what: &str,
+    ndim: usize,
+    dtype: &str,
+) -> PyResult<PyReadonlyArray<'py, T, D>> {
+    let Ok(arr) = obj.cast::<PyUntypedArray>() else {
+        let ty = obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
+        return Err(PyTypeError::new_err(format!("{what}: expected a numpy.ndarray of {dtype}, got {ty}")));
+    };
+    if arr.ndim() != ndim {
+        return Err(PyValueError::new_err(format!(
+            "{what}: expected a {ndim}-D array, got {}-D with shape {:?}",
+            arr.ndim(),
+            arr.shape()
+        )));
+    }
+    match obj.cast::<PyArray<T, D>>() {
+        Ok(a) => Ok(a.readonly()),
+        Err(_) => Err(PyTypeError::new_err(format!("{what}: expected dtype {dtype}, got {}", arr.dtype()))),
+    }
+}

@@ -1,0 +1,20 @@
+//! Python bindings of rnnrs: extract and validate, release the GIL, call the core, convert.
+//! All logic lives in the `rnnrs` crate.
+
+mod convert;
+mod recurrent;
+
+use pyo3::prelude::*;
+
+/// The compiled part of rnnrs. Use the `rnnrs` package, which wraps it.
+#[pymodule(gil_used = false)]
+mod _rnnrs {
+    #[pymodule_export]
+    use crate::recurrent::Recurrent;
+
+    #[pymodule_init]
+    fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("__version__", env!("CARGO_PKG_VERSION"))
+    }
+    use pyo3::prelude::*;
+}

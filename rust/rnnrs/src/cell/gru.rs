@@ -1,0 +1,58 @@
+//! GRU, gates in PyTorch order `r, z, n`:
+//! `r = σ(W_ir x + b_ir + W_hr h + b_hr)`, `z = σ(W_iz x + b_iz + W_hz h + b_hz)`,
+//! `n = tanh(W_in x + b_in + r·(W_hn h + b_hn))`, `h' = (1 - z)·n + z·h`.
+//! The reset gate multiplies the whole recurrent term `W_hn h + b_hn`, so the `n` block of the
+//! recurrent pre-activation gradient is `r` times that of the input side.
+
+use super::{Bwd, Fwd};
+use crate::element::Element;
+
+pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
+    let h3 = 3 * hidden;
+    let batch = s.h.len() / hidden;
+    let one = F::one();
+    for b in 0..batch {
+        let xw = &s.xw[b * h3..(b + 1) * h3];
+        let hw = &s.hw[b * h3..(b + 1) * h3];
+        let gates = &mut s.gates[b * h3..(b + 1) * h3];
+        let h_prev = &s.h_prev[b * hidden..(b + 1) * hidden];
+        let h = &mut s.h[b * hidden..(b + 1) * hidden];
+        for j in 0..hidden {
+            let r = (xw[j] + hw[j]).sigmoid();
+            let z = (xw[hidden + j] + hw[hidden + j]).sigmoid();
+            let n = (xw[2 * hidden + j] + r * hw[2 * hidden + j]).tanh();
+            gates[j] = r;
+            gates[hidden + j] = z;
+            gates[2 * hidden + j] = n;
+            h[j] = (one - z) * n + z * h_prev[j];
+        }
+    }
+}
+
+pub(crate) fn backward<F: Element>(s: Bwd<'_, F>, hidden: usize) {
+    let h3 = 3 * hidden;
+    let batch = s.dh.len() / hidden;
+    let one = F::one();
+    for b in 0..batch {
+        let gates = &s.gates[b * h3..(b + 1) * h3];
+        let hw = &s.hw[b * h3..(b + 1) * h3];
+        let dgi = &mut s.dg_ih[b * h3..(b + 1) * h3];
+        let dgh = &mut s.dg_hh[b * h3..(b + 1) * h3];
+        let r = b * hidden..(b + 1) * hidden;
+        let (h_prev, dh) = (&s.h_prev[r.clone()], &s.dh[r.clone()]);
+        let direct = &mut s.dh_direct[r];
+        for j in 0..hidden {
+            let (rg, z, n) = (gates[j], gates[hidden + j], gates[2 * hidden + j]);
+            let dan = dh[j] * (one - z) * (one - n * n);
+            let daz = dh[j] * (h_prev[j] - n) * z * (one - z);
+            let dar = dan * hw[2 * hidden + j] * rg * (one - rg);
+            dgi[j] = dar;
+            dgi[hidden + j] = daz;
+            dgi[2 * hidden + j] = dan;
+            dgh[j] = dar;
+            dgh[hidden + j] = daz;
+            dgh[2 * hidden + j] = dan * rg;
+            direct[j] = dh[j] * z;
+        }
+    }
+}

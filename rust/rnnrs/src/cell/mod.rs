@@ -1,0 +1,115 @@
+//! The recurrent cells: one time step forward and backward, on contiguous `(batch, ·)` row blocks.
+//!
+//! Each step receives the input projection `xw = W_ih x + b_ih` and the recurrent projection
+//! `hw = W_hh h + b_hh` (both `(B, G·H)`, computed by the caller as matrix products) and does the
+//! elementwise rest. The backward step turns the gradient of the new state into the gradients of the
+//! gate pre-activations, from which the caller forms all weight gradients as large matrix products.
+
+pub mod gru;
+pub mod lstm;
+pub mod rnn;
+
+use crate::error::{invalid, Error};
+use std::fmt;
+use std::str::FromStr;
+
+/// Which recurrent cell a layer uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CellKind {
+    /// Elman RNN with `tanh`: `h' = tanh(W_ih x + b_ih + W_hh h + b_hh)`.
+    RnnTanh,
+    /// Elman RNN with `relu`.
+    RnnRelu,
+    /// Gated recurrent unit, gates `r, z, n` (PyTorch order).
+    Gru,
+    /// Long short-term memory, gates `i, f, g, o` (PyTorch order).
+    Lstm,
+}
+
+impl CellKind {
+    /// Number of gate blocks `G`: the weight matrices have `G · hidden_size` rows.
+    pub fn gates(self) -> usize {
+        match self {
+            CellKind::RnnTanh | CellKind::RnnRelu => 1,
+            CellKind::Gru => 3,
+            CellKind::Lstm => 4,
+        }
+    }
+    /// Whether the cell has a cell state `c` besides `h` (LSTM only).
+    pub fn has_cell_state(self) -> bool {
+        self == CellKind::Lstm
+    }
+    /// The name used in configs and files: `rnn_tanh`, `rnn_relu`, `gru`, `lstm`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CellKind::RnnTanh => "rnn_tanh",
+            CellKind::RnnRelu => "rnn_relu",
+            CellKind::Gru => "gru",
+            CellKind::Lstm => "lstm",
+        }
+    }
+}
+
+impl fmt::Display for CellKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CellKind {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self, Error> {
+        match s {
+            "rnn_tanh" | "rnn" | "tanh" => Ok(CellKind::RnnTanh),
+            "rnn_relu" | "relu" => Ok(CellKind::RnnRelu),
+            "gru" => Ok(CellKind::Gru),
+            "lstm" => Ok(CellKind::Lstm),
+            _ => Err(invalid("cell", "one of 'rnn_tanh', 'rnn_relu', 'gru', 'lstm'", format!("{s:?}"))),
+        }
+    }
+}
+
+/// Buffers of one forward step. All slices are row-major `(B, ·)` blocks.
+pub(crate) struct Fwd<'a, F> {
+    /// `(B, G·H)` input projection including `b_ih`.
+    pub xw: &'a [F],
+    /// `(B, G·H)` recurrent projection including `b_hh`.
+    pub hw: &'a [F],
+    /// `(B, H)` previous hidden state.
+    pub h_prev: &'a [F],
+    /// `(B, H)` previous cell state (LSTM; empty otherwise).
+    pub c_prev: &'a [F],
+    /// `(B, G·H)` out: gate activations kept for backward.
+    pub gates: &'a mut [F],
+    /// `(B, H)` out: new hidden state.
+    pub h: &'a mut [F],
+    /// `(B, H)` out: new cell state (LSTM; empty otherwise).
+    pub c: &'a mut [F],
+}
+
+/// Buffers of one backward step. All slices are row-major `(B, ·)` blocks.
+pub(crate) struct Bwd<'a, F> {
+    /// `(B, G·H)` gate activations from the forward step.
+    pub gates: &'a [F],
+    /// `(B, G·H)` recurrent projection `W_hh h + b_hh` (GRU needs its `n` block; others: empty).
+    pub hw: &'a [F],
+    /// `(B, H)` hidden state the step produced.
+    pub h: &'a [F],
+    /// `(B, H)` hidden state the step started from.
+    pub h_prev: &'a [F],
+    /// `(B, H)` cell state the step produced (LSTM; empty otherwise).
+    pub c: &'a [F],
+    /// `(B, H)` cell state the step started from (LSTM; empty otherwise).
+    pub c_prev: &'a [F],
+    /// `(B, H)` in: total gradient w.r.t. the new hidden state.
+    pub dh: &'a [F],
+    /// `(B, H)` in: gradient w.r.t. the new cell state; out: w.r.t. the previous one (LSTM).
+    pub dc: &'a mut [F],
+    /// `(B, G·H)` out: gradient w.r.t. the input-side pre-activations.
+    pub dg_ih: &'a mut [F],
+    /// `(B, G·H)` out: gradient w.r.t. the recurrent-side pre-activations (GRU only; empty otherwise:
+    /// for the other cells it equals `dg_ih`).
+    pub dg_hh: &'a mut [F],
+    /// `(B, H)` out: the part of `dh_prev` that does not flow through `W_hh` (GRU: `dh·z`).
+    pub dh_direct: &'a mut [F],
+}

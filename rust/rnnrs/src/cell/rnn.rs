@@ -1,0 +1,28 @@
+//! Elman RNN: `h' = act(W_ih x + b_ih + W_hh h + b_hh)` with `act` = `tanh` or `relu`.
+//! Backward: `da = dh · act'(a)`, with `tanh'(a) = 1 - h'^2` and `relu'(a) = [h' > 0]`.
+
+use super::{Bwd, Fwd};
+use crate::element::Element;
+
+pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, relu: bool) {
+    for (((g, h), &x), &r) in s.gates.iter_mut().zip(s.h.iter_mut()).zip(s.xw).zip(s.hw) {
+        let a = x + r;
+        let v = if relu { a.max(F::zero()) } else { a.tanh() };
+        *g = v;
+        *h = v;
+    }
+}
+
+pub(crate) fn backward<F: Element>(s: Bwd<'_, F>, relu: bool) {
+    for ((d, &h), &dh) in s.dg_ih.iter_mut().zip(s.h).zip(s.dh) {
+        *d = if relu {
+            if h > F::zero() {
+                dh
+            } else {
+                F::zero()
+            }
+        } else {
+            dh * (F::one() - h * h)
+        };
+    }
+}

@@ -1,0 +1,61 @@
+//! The floating-point element types the crate computes in: `f32` and `f64`.
+
+use ndarray::{LinalgScalar, ScalarOperand};
+use num_traits::Float;
+use std::fmt::{Debug, Display};
+use std::iter::Sum;
+use std::ops::{AddAssign, DivAssign, MulAssign, SubAssign};
+
+/// A float type rnnrs computes in (`f32` or `f64`).
+pub trait Element:
+    Float
+    + LinalgScalar
+    + ScalarOperand
+    + Send
+    + Sync
+    + Debug
+    + Display
+    + Default
+    + Sum
+    + AddAssign
+    + SubAssign
+    + MulAssign
+    + DivAssign
+    + 'static
+{
+    /// NumPy-style dtype name: `"float32"` or `"float64"`.
+    const DTYPE: &'static str;
+    /// Convert from `f64` (rounding for `f32`).
+    fn from_f64(x: f64) -> Self;
+    /// Convert to `f64` (exact).
+    fn to_f64(self) -> f64;
+    /// Logistic sigmoid `1 / (1 + exp(-x))`.
+    #[inline]
+    fn sigmoid(self) -> Self {
+        Self::one() / (Self::one() + (-self).exp())
+    }
+}
+
+impl Element for f32 {
+    const DTYPE: &'static str = "float32";
+    #[inline]
+    fn from_f64(x: f64) -> Self {
+        x as f32
+    }
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self as f64
+    }
+}
+
+impl Element for f64 {
+    const DTYPE: &'static str = "float64";
+    #[inline]
+    fn from_f64(x: f64) -> Self {
+        x
+    }
+    #[inline]
+    fn to_f64(self) -> f64 {
+        self
+    }
+}

@@ -1,0 +1,615 @@
+//! The multi-layer, optionally bidirectional recurrent stack: forward pass and exact
+//! backpropagation through time.
+//!
+//! Per layer and direction the forward pass computes the input projection of all time steps as one
+//! matrix product `(T·B, I) · W_ihᵀ`, then steps through time with one `(B, H) · W_hhᵀ` product and
+//! the cell's elementwise update per step. The backward pass walks time in reverse, producing the
+//! gradients of the gate pre-activations; the weight gradients and the input gradient are then three
+//! large matrix products over all time steps. The two directions of a layer run concurrently; each is
+//! sequential inside, so results are bit-identical for any number of threads.
+
+use crate::cell::{self, CellKind};
+use crate::config::RecurrentConfig;
+use crate::element::Element;
+use crate::error::{check_shape, Error, Result};
+use crate::linalg::gemm;
+use crate::module::Module;
+use crate::rng;
+use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMutD, Axis};
+
+/// Stream tag for parameter initialisation.
+const INIT_STREAM: u64 = 1;
+/// Stream tag for dropout masks.
+const DROPOUT_STREAM: u64 = 2;
+
+/// The four parameters of one layer and direction, PyTorch shapes.
+#[derive(Clone, Debug)]
+pub struct DirParams<F> {
+    /// `(G·H, I_l)`.
+    pub weight_ih: Array2<F>,
+    /// `(G·H, H)`.
+    pub weight_hh: Array2<F>,
+    /// `(G·H,)`.
+    pub bias_ih: Array1<F>,
+    /// `(G·H,)`.
+    pub bias_hh: Array1<F>,
+}
+
+impl<F: Element> DirParams<F> {
+    fn zeros(gate_size: usize, input: usize, hidden: usize) -> Self {
+        DirParams {
+            weight_ih: Array2::zeros((gate_size, input)),
+            weight_hh: Array2::zeros((gate_size, hidden)),
+            bias_ih: Array1::zeros(gate_size),
+            bias_hh: Array1::zeros(gate_size),
+        }
+    }
+}
+
+/// The forward results: output sequence and final states.
+#[derive(Clone, Debug)]
+pub struct RecurrentOutput<F> {
+    /// `(T, B, D·H)`: the last layer's hidden states, directions concatenated.
+    pub y: Array3<F>,
+    /// `(L·D, B, H)`: final hidden state of every layer and direction.
+    pub h_n: Array3<F>,
+    /// `(L·D, B, H)`: final cell state (LSTM only).
+    pub c_n: Option<Array3<F>>,
+}
+
+/// Gradients w.r.t. the inputs of a forward pass.
+#[derive(Clone, Debug)]
+pub struct RecurrentInputGrads<F> {
+    /// `(T, B, I)`.
+    pub dx: Array3<F>,
+    /// `(L·D, B, H)`.
+    pub dh0: Array3<F>,
+    /// `(L·D, B, H)` (LSTM only).
+    pub dc0: Option<Array3<F>>,
+}
+
+/// What the backward pass needs from a training forward pass.
+#[derive(Clone, Debug)]
+pub struct Tape<F> {
+    steps: usize,
+    batch: usize,
+    h0: Array3<F>,
+    c0: Option<Array3<F>>,
+    layers: Vec<LayerTape<F>>,
+}
+
+impl<F> Tape<F> {
+    /// `(T, B)` of the forward pass that produced the tape.
+    pub fn dims(&self) -> (usize, usize) {
+        (self.steps, self.batch)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct LayerTape<F> {
+    /// `(T·B, I_l)`: the layer's input after dropout.
+    input: Array2<F>,
+    /// `(T·B, I_l)`: dropout scale (`0` or `1/(1-p)`), if dropout was applied to this input.
+    mask: Option<Array2<F>>,
+    dirs: Vec<DirTape<F>>,
+}
+
+#[derive(Clone, Debug)]
+struct DirTape<F> {
+    /// `(T·B, G·H)` gate activations.
+    gates: Array2<F>,
+    /// `(T·B, G·H)` recurrent projections (GRU only).
+    hw: Option<Array2<F>>,
+    /// `(T·B, H)` hidden states, in time order.
+    h: Array2<F>,
+    /// `(T·B, H)` cell states (LSTM only).
+    c: Option<Array2<F>>,
+}
+
+/// Result of one direction's forward pass.
+struct DirRun<F> {
+    h: Array2<F>,
+    h_last: Array1<F>,
+    c_last: Option<Array1<F>>,
+    tape: Option<DirTape<F>>,
+}
+
+/// A stack of recurrent layers (PyTorch's `nn.RNN`/`nn.GRU`/`nn.LSTM`), time-major.
+///
+/// ```
+/// use rnnrs::{CellKind, Recurrent, RecurrentConfig};
+/// use ndarray::Array3;
+/// let cfg = RecurrentConfig::new(CellKind::Lstm, 3, 5).num_layers(2).bidirectional(true);
+/// let mut lstm = Recurrent::<f64>::new(cfg, 0).unwrap();
+/// let x = Array3::<f64>::ones((7, 2, 3)); // (T, B, I)
+/// let (out, tape) = lstm.forward_train(x.view(), None, None).unwrap();
+/// assert_eq!(out.y.shape(), &[7, 2, 10]);
+/// let grads = lstm.backward(&tape, out.y.view(), None, None).unwrap();
+/// assert_eq!(grads.dx.shape(), &[7, 2, 3]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Recurrent<F> {
+    config: RecurrentConfig,
+    params: Vec<DirParams<F>>,
+    grads: Vec<DirParams<F>>,
+    seed: u64,
+    dropout_calls: u64,
+}
+
+impl<F: Element> Recurrent<F> {
+    /// A new stack with PyTorch's initialisation `U(-1/√H, 1/√H)` drawn from `seed`.
+    pub fn new(config: RecurrentConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let d = config.directions();
+        let (g, h) = (config.gate_size(), config.hidden_size);
+        let params: Vec<DirParams<F>> =
+            (0..config.num_layers * d).map(|i| DirParams::zeros(g, config.layer_input_size(i / d), h)).collect();
+        let grads = params.clone();
+        let mut layer = Recurrent { config, params, grads, seed, dropout_calls: 0 };
+        layer.reset_parameters(seed);
+        Ok(layer)
+    }
+
+    /// Redraw every parameter from `U(-1/√H, 1/√H)` with `seed`, in parameter-name order.
+    pub fn reset_parameters(&mut self, seed: u64) {
+        let k = 1.0 / (self.config.hidden_size as f64).sqrt();
+        let mut r = rng::stream(&[seed, INIT_STREAM]);
+        self.visit_mut(&mut |_, mut p, _| p.iter_mut().for_each(|v| *v = F::from_f64((2.0 * rng::uniform(&mut r) - 1.0) * k)));
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RecurrentConfig {
+        &self.config
+    }
+
+    /// Parameters of layer `layer`, direction `dir` (0 forward, 1 reverse).
+    pub fn dir_params(&self, layer: usize, dir: usize) -> &DirParams<F> {
+        &self.params[layer * self.config.directions() + dir]
+    }
+
+    /// The dropout stream position: how many training passes with dropout have run. Saved in
+    /// checkpoints so that a resumed run draws the same masks.
+    pub fn dropout_state(&self) -> (u64, u64) {
+        (self.seed, self.dropout_calls)
+    }
+
+    /// Restore the dropout stream position saved by [`Recurrent::dropout_state`].
+    pub fn set_dropout_state(&mut self, seed: u64, calls: u64) {
+        self.seed = seed;
+        self.dropout_calls = calls;
+    }
+
+    /// Inference: no dropout, nothing kept for backward.
+    pub fn forward(
+        &self,
+        x: ArrayView3<'_, F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<RecurrentOutput<F>> {
+        Ok(self.run(x, h0, c0, None, false)?.0)
+    }
+
+    /// Training forward: dropout between layers (if configured), and a [`Tape`] for
+    /// [`Recurrent::backward`].
+    pub fn forward_train(
+        &mut self,
+        x: ArrayView3<'_, F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
+        let dropout_seed = if self.config.dropout > 0.0 && self.config.num_layers > 1 {
+            self.dropout_calls += 1;
+            Some([self.seed, DROPOUT_STREAM, self.dropout_calls])
+        } else {
+            None
+        };
+        let (out, tape) = self.run(x, h0, c0, dropout_seed, true)?;
+        Ok((out, tape.expect("a training run keeps its tape")))
+    }
+
+    fn check_inputs(
+        &self,
+        x: &ArrayView3<'_, F>,
+        h0: &Option<ArrayView3<'_, F>>,
+        c0: &Option<ArrayView3<'_, F>>,
+    ) -> Result<()> {
+        let (t, b, i) = x.dim();
+        if t == 0 || b == 0 {
+            return Err(Error::Shape {
+                what: "x".into(),
+                expected: format!("(seq_len >= 1, batch >= 1, {})", self.config.input_size),
+                got: crate::error::shape_str(x.shape()),
+            });
+        }
+        check_shape("x", &[t, b, self.config.input_size], &[t, b, i])?;
+        check_finite("x", x.view().into_dyn())?;
+        let st = self.config.state_shape(b);
+        if let Some(h) = h0 {
+            check_shape("h0", &st, h.shape())?;
+            check_finite("h0", h.view().into_dyn())?;
+        }
+        match (self.config.cell.has_cell_state(), c0) {
+            (true, Some(c)) => {
+                check_shape("c0", &st, c.shape())?;
+                check_finite("c0", c.view().into_dyn())?;
+            }
+            (false, Some(_)) => return Err(Error::State(format!("c0 given, but a {} layer has no cell state", self.config.cell))),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn run(
+        &self,
+        x: ArrayView3<'_, F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+        dropout_seed: Option<[u64; 3]>,
+        keep: bool,
+    ) -> Result<(RecurrentOutput<F>, Option<Tape<F>>)> {
+        self.check_inputs(&x, &h0, &c0)?;
+        let cfg = &self.config;
+        let (t, b, _) = x.dim();
+        let (d, hs) = (cfg.directions(), cfg.hidden_size);
+        let lstm = cfg.cell.has_cell_state();
+        let st = cfg.state_shape(b);
+        let h0 = h0.map(|h| h.to_owned()).unwrap_or_else(|| Array3::zeros(st));
+        let c0 = if lstm { Some(c0.map(|c| c.to_owned()).unwrap_or_else(|| Array3::zeros(st))) } else { None };
+        let mut h_n = Array3::zeros(st);
+        let mut c_n = if lstm { Some(Array3::zeros(st)) } else { None };
+        let mut layers = Vec::new();
+        let x2 = x.as_standard_layout().into_owned().into_shape_with_order((t * b, cfg.input_size)).expect("contiguous");
+        let mut input: Array2<F> = x2;
+        for l in 0..cfg.num_layers {
+            let mask = match dropout_seed {
+                Some(seed) if l > 0 => {
+                    let m = dropout_mask(input.dim(), cfg.dropout, &[seed[0], seed[1], seed[2], l as u64]);
+                    input *= &m;
+                    Some(m)
+                }
+                _ => None,
+            };
+            let run_dir = |dir: usize| {
+                let idx = l * d + dir;
+                let c0v = c0.as_ref().map(|c| c.index_axis(Axis(0), idx));
+                dir_forward(cfg.cell, &self.params[idx], input.view(), t, b, h0.index_axis(Axis(0), idx), c0v, dir == 1, keep)
+            };
+            let runs = if d == 2 {
+                let (f, r) = rayon::join(|| run_dir(0), || run_dir(1));
+                vec![f, r]
+            } else {
+                vec![run_dir(0)]
+            };
+            let mut y = Array2::zeros((t * b, d * hs));
+            let mut dir_tapes = Vec::new();
+            for (dir, run) in runs.into_iter().enumerate() {
+                let idx = l * d + dir;
+                y.slice_mut(s![.., dir * hs..(dir + 1) * hs]).assign(&run.h);
+                h_n.index_axis_mut(Axis(0), idx).assign(&run.h_last.into_shape_with_order((b, hs)).expect("(B, H)"));
+                if let (Some(cn), Some(cl)) = (c_n.as_mut(), run.c_last) {
+                    cn.index_axis_mut(Axis(0), idx).assign(&cl.into_shape_with_order((b, hs)).expect("(B, H)"));
+                }
+                if let Some(tp) = run.tape {
+                    dir_tapes.push(tp);
+                }
+            }
+            let next = y;
+            if keep {
+                layers.push(LayerTape { input: std::mem::replace(&mut input, next), mask, dirs: dir_tapes });
+            } else {
+                input = next;
+            }
+        }
+        let y = input.into_shape_with_order((t, b, d * hs)).expect("(T, B, D*H)");
+        let tape = keep.then(|| Tape { steps: t, batch: b, h0, c0, layers });
+        Ok((RecurrentOutput { y, h_n, c_n }, tape))
+    }
+
+    /// Backpropagation through time for the forward pass that produced `tape`.
+    ///
+    /// `dy` is `(T, B, D·H)`; `dh_n`/`dc_n` are `(L·D, B, H)` or `None` (zero). Parameter gradients
+    /// are **added** to the stored gradients (see [`Module::zero_grad`]); the gradients w.r.t. `x`,
+    /// `h0` and `c0` are returned.
+    pub fn backward(
+        &mut self,
+        tape: &Tape<F>,
+        dy: ArrayView3<'_, F>,
+        dh_n: Option<ArrayView3<'_, F>>,
+        dc_n: Option<ArrayView3<'_, F>>,
+    ) -> Result<RecurrentInputGrads<F>> {
+        let cfg = self.config.clone();
+        let (t, b) = (tape.steps, tape.batch);
+        let (d, hs) = (cfg.directions(), cfg.hidden_size);
+        let lstm = cfg.cell.has_cell_state();
+        if tape.layers.len() != cfg.num_layers || tape.layers[0].input.ncols() != cfg.input_size {
+            return Err(Error::State("backward: the tape does not come from this layer".into()));
+        }
+        check_shape("dy", &[t, b, d * hs], dy.shape())?;
+        check_finite("dy", dy.view().into_dyn())?;
+        let st = cfg.state_shape(b);
+        if let Some(g) = &dh_n {
+            check_shape("dh_n", &st, g.shape())?;
+            check_finite("dh_n", g.view().into_dyn())?;
+        }
+        match (lstm, &dc_n) {
+            (true, Some(g)) => {
+                check_shape("dc_n", &st, g.shape())?;
+                check_finite("dc_n", g.view().into_dyn())?;
+            }
+            (false, Some(_)) => return Err(Error::State(format!("dc_n given, but a {} layer has no cell state", cfg.cell))),
+            _ => {}
+        }
+        let zero_state = Array3::<F>::zeros(st);
+        let dh_n = dh_n.unwrap_or(zero_state.view());
+        let dc_n = dc_n.unwrap_or(zero_state.view());
+        let mut dh0 = Array3::zeros(st);
+        let mut dc0 = if lstm { Some(Array3::zeros(st)) } else { None };
+        let mut dy_l: Array2<F> =
+            dy.as_standard_layout().into_owned().into_shape_with_order((t * b, d * hs)).expect("contiguous");
+        for l in (0..cfg.num_layers).rev() {
+            let lt = &tape.layers[l];
+            let (params, grads) = (&self.params[l * d..(l + 1) * d], &mut self.grads[l * d..(l + 1) * d]);
+            let (g_fwd, g_rev) = grads.split_at_mut(1);
+            let run_dir = |dir: usize, g: &mut DirParams<F>| {
+                let idx = l * d + dir;
+                let dh_seq = dy_l.slice(s![.., dir * hs..(dir + 1) * hs]).to_owned();
+                dir_backward(
+                    cfg.cell,
+                    &params[dir],
+                    g,
+                    lt.input.view(),
+                    &lt.dirs[dir],
+                    t,
+                    b,
+                    tape.h0.index_axis(Axis(0), idx),
+                    tape.c0.as_ref().map(|c| c.index_axis(Axis(0), idx)),
+                    dh_seq,
+                    dh_n.index_axis(Axis(0), idx),
+                    dc_n.index_axis(Axis(0), idx),
+                    dir == 1,
+                )
+            };
+            let results = if d == 2 {
+                let (f, r) = rayon::join(|| run_dir(0, &mut g_fwd[0]), || run_dir(1, &mut g_rev[0]));
+                vec![f, r]
+            } else {
+                vec![run_dir(0, &mut g_fwd[0])]
+            };
+            let mut dx: Option<Array2<F>> = None;
+            for (dir, (dxd, dhd, dcd)) in results.into_iter().enumerate() {
+                let idx = l * d + dir;
+                dh0.index_axis_mut(Axis(0), idx).assign(&dhd);
+                if let (Some(dc0), Some(dcd)) = (dc0.as_mut(), dcd) {
+                    dc0.index_axis_mut(Axis(0), idx).assign(&dcd);
+                }
+                dx = Some(match dx {
+                    None => dxd,
+                    Some(acc) => acc + &dxd,
+                });
+            }
+            let mut dx = dx.expect("at least one direction");
+            if let Some(m) = &lt.mask {
+                dx *= m;
+            }
+            dy_l = dx;
+        }
+        let dx = dy_l.into_shape_with_order((t, b, cfg.input_size)).expect("(T, B, I)");
+        Ok(RecurrentInputGrads { dx, dh0, dc0 })
+    }
+}
+
+impl<F: Element> Module<F> for Recurrent<F> {
+    fn visit(&self, f: &mut dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>)) {
+        let d = self.config.directions();
+        for (i, (p, g)) in self.params.iter().zip(&self.grads).enumerate() {
+            let sfx = format!("_l{}{}", i / d, RecurrentConfig::dir_suffix(i % d));
+            f(&format!("weight_ih{sfx}"), p.weight_ih.view().into_dyn(), g.weight_ih.view().into_dyn());
+            f(&format!("weight_hh{sfx}"), p.weight_hh.view().into_dyn(), g.weight_hh.view().into_dyn());
+            f(&format!("bias_ih{sfx}"), p.bias_ih.view().into_dyn(), g.bias_ih.view().into_dyn());
+            f(&format!("bias_hh{sfx}"), p.bias_hh.view().into_dyn(), g.bias_hh.view().into_dyn());
+        }
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>)) {
+        let d = self.config.directions();
+        for (i, (p, g)) in self.params.iter_mut().zip(self.grads.iter_mut()).enumerate() {
+            let sfx = format!("_l{}{}", i / d, RecurrentConfig::dir_suffix(i % d));
+            f(&format!("weight_ih{sfx}"), p.weight_ih.view_mut().into_dyn(), g.weight_ih.view_mut().into_dyn());
+            f(&format!("weight_hh{sfx}"), p.weight_hh.view_mut().into_dyn(), g.weight_hh.view_mut().into_dyn());
+            f(&format!("bias_ih{sfx}"), p.bias_ih.view_mut().into_dyn(), g.bias_ih.view_mut().into_dyn());
+            f(&format!("bias_hh{sfx}"), p.bias_hh.view_mut().into_dyn(), g.bias_hh.view_mut().into_dyn());
+        }
+    }
+}
+
+/// `Err(NonFinite)` naming the first NaN/infinite entry of `a`.
+pub(crate) fn check_finite<F: Element>(what: &str, a: ArrayViewD<'_, F>) -> Result<()> {
+    match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
+        None => Ok(()),
+        Some((idx, v)) => Err(Error::NonFinite(format!("{what}: expected finite values, got {v} at index {:?}", ndarray::Dimension::slice(&idx)))),
+    }
+}
+
+/// Inverted-dropout scale mask: each entry `0` with probability `p`, else `1/(1-p)`.
+fn dropout_mask<F: Element>(dim: (usize, usize), p: f64, stream: &[u64]) -> Array2<F> {
+    let mut r = rng::stream(stream);
+    let keep = F::from_f64(1.0 / (1.0 - p));
+    Array2::from_shape_simple_fn(dim, || if rng::uniform(&mut r) < p { F::zero() } else { keep })
+}
+
+/// Rows `t·B .. (t+1)·B` of a `(T·B, W)` contiguous matrix as a slice.
+#[inline]
+fn rows<F>(a: &[F], t: usize, b: usize, w: usize) -> &[F] {
+    &a[t * b * w..(t + 1) * b * w]
+}
+#[inline]
+fn rows_mut<F>(a: &mut [F], t: usize, b: usize, w: usize) -> &mut [F] {
+    &mut a[t * b * w..(t + 1) * b * w]
+}
+
+/// `(T·B, W)` = `input · weightᵀ + bias` (bias broadcast over rows).
+fn project<F: Element>(input: ArrayView2<'_, F>, weight: &Array2<F>, bias: &Array1<F>) -> Array2<F> {
+    let mut out = Array2::zeros((input.nrows(), weight.nrows()));
+    out.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
+    gemm(F::one(), &input, &weight.t(), F::one(), &mut out.view_mut());
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
+fn dir_forward<F: Element>(
+    cell: CellKind,
+    p: &DirParams<F>,
+    input: ArrayView2<'_, F>,
+    t: usize,
+    b: usize,
+    h0: ArrayView2<'_, F>,
+    c0: Option<ArrayView2<'_, F>>,
+    reverse: bool,
+    keep: bool,
+) -> DirRun<F> {
+    let gh = p.weight_hh.nrows();
+    let hs = p.weight_hh.ncols();
+    let lstm = cell.has_cell_state();
+    let gru = cell == CellKind::Gru;
+    let xw = project(input, &p.weight_ih, &p.bias_ih);
+    let xw = xw.as_slice().expect("contiguous");
+    let kept = if keep { t } else { 1 };
+    let mut gates = Array2::<F>::zeros((kept * b, gh));
+    let mut hw_all = Array2::<F>::zeros(((if keep && gru { t } else { 1 }) * b, gh));
+    let mut c_all = Array2::<F>::zeros(((if lstm { kept } else { 0 }) * b, hs));
+    let mut h_all = Array2::<F>::zeros((t * b, hs));
+    let mut h_cur = h0.to_owned();
+    let mut c_cur: Array2<F> = c0.map(|c| c.to_owned()).unwrap_or_else(|| Array2::zeros((0, hs)));
+    let mut hw = Array2::<F>::zeros((b, gh));
+    for step in 0..t {
+        let ti = if reverse { t - 1 - step } else { step };
+        let k = if keep { ti } else { 0 };
+        hw.rows_mut().into_iter().for_each(|mut r| r.assign(&p.bias_hh));
+        gemm(F::one(), &h_cur.view(), &p.weight_hh.t(), F::one(), &mut hw.view_mut());
+        let hw_s = hw.as_slice().expect("contiguous");
+        {
+            let h_out = rows_mut(h_all.as_slice_mut().expect("contiguous"), ti, b, hs);
+            let c_out: &mut [F] = if lstm { rows_mut(c_all.as_slice_mut().expect("contiguous"), k, b, hs) } else { &mut [] };
+            let s = cell::Fwd {
+                xw: rows(xw, ti, b, gh),
+                hw: hw_s,
+                h_prev: h_cur.as_slice().expect("contiguous"),
+                c_prev: c_cur.as_slice().expect("contiguous"),
+                gates: rows_mut(gates.as_slice_mut().expect("contiguous"), k, b, gh),
+                h: h_out,
+                c: c_out,
+            };
+            match cell {
+                CellKind::RnnTanh => cell::rnn::forward(s, false),
+                CellKind::RnnRelu => cell::rnn::forward(s, true),
+                CellKind::Gru => cell::gru::forward(s, hs),
+                CellKind::Lstm => cell::lstm::forward(s, hs),
+            }
+        }
+        if keep && gru {
+            rows_mut(hw_all.as_slice_mut().expect("contiguous"), ti, b, gh).copy_from_slice(hw_s);
+        }
+        h_cur.as_slice_mut().expect("contiguous").copy_from_slice(rows(h_all.as_slice().expect("contiguous"), ti, b, hs));
+        if lstm {
+            c_cur.as_slice_mut().expect("contiguous").copy_from_slice(rows(c_all.as_slice().expect("contiguous"), k, b, hs));
+        }
+    }
+    let h_last = h_cur.into_shape_with_order(b * hs).expect("flat");
+    let c_last = lstm.then(|| c_cur.into_shape_with_order(b * hs).expect("flat"));
+    let tape = keep.then(|| DirTape { gates, hw: gru.then_some(hw_all), h: h_all.clone(), c: lstm.then_some(c_all) });
+    DirRun { h: h_all, h_last, c_last, tape }
+}
+
+/// One direction's BPTT. Adds parameter gradients into `g`; returns `(dx (T·B, I), dh0 (B, H), dc0)`.
+#[allow(clippy::too_many_arguments)]
+fn dir_backward<F: Element>(
+    cell: CellKind,
+    p: &DirParams<F>,
+    g: &mut DirParams<F>,
+    input: ArrayView2<'_, F>,
+    tp: &DirTape<F>,
+    t: usize,
+    b: usize,
+    h0: ArrayView2<'_, F>,
+    c0: Option<ArrayView2<'_, F>>,
+    dh_seq: Array2<F>,
+    dh_n: ArrayView2<'_, F>,
+    dc_n: ArrayView2<'_, F>,
+    reverse: bool,
+) -> (Array2<F>, Array2<F>, Option<Array2<F>>) {
+    let gh = p.weight_hh.nrows();
+    let hs = p.weight_hh.ncols();
+    let lstm = cell.has_cell_state();
+    let gru = cell == CellKind::Gru;
+    let mut dg_ih = Array2::<F>::zeros((t * b, gh));
+    let mut dg_hh = Array2::<F>::zeros((if gru { t * b } else { 0 }, gh));
+    // h_prev of every step, in time order: the input of the W_hh product.
+    let mut h_prev_all = Array2::<F>::zeros((t * b, hs));
+    let mut dh = dh_n.to_owned();
+    let mut dc = if lstm { dc_n.to_owned() } else { Array2::zeros((0, hs)) };
+    let mut dh_total = Array2::<F>::zeros((b, hs));
+    let mut dh_direct = Array2::<F>::zeros((b, hs));
+    let h0c = h0.as_standard_layout();
+    let c0c: Option<Array2<F>> = c0.map(|c| c.as_standard_layout().into_owned());
+    let h_all = tp.h.as_slice().expect("contiguous");
+    let dh_seq = dh_seq.as_slice().expect("contiguous");
+    let empty: [F; 0] = [];
+    for step in (0..t).rev() {
+        let ti = if reverse { t - 1 - step } else { step };
+        let prev = (step > 0).then(|| if reverse { ti + 1 } else { ti - 1 });
+        let h_prev: &[F] = match prev {
+            Some(tp_) => rows(h_all, tp_, b, hs),
+            None => h0c.as_slice().expect("contiguous"),
+        };
+        rows_mut(h_prev_all.as_slice_mut().expect("contiguous"), ti, b, hs).copy_from_slice(h_prev);
+        let (c_cur, c_prev): (&[F], &[F]) = match (&tp.c, prev) {
+            (Some(c), Some(tp_)) => (rows(c.as_slice().expect("c"), ti, b, hs), rows(c.as_slice().expect("c"), tp_, b, hs)),
+            (Some(c), None) => (rows(c.as_slice().expect("c"), ti, b, hs), c0c.as_ref().expect("c0").as_slice().expect("c0")),
+            _ => (&empty, &empty),
+        };
+        for ((o, &a), &s) in dh_total.iter_mut().zip(dh.iter()).zip(rows(dh_seq, ti, b, hs)) {
+            *o = a + s;
+        }
+        {
+            let s = cell::Bwd {
+                gates: rows(tp.gates.as_slice().expect("contiguous"), ti, b, gh),
+                hw: match &tp.hw {
+                    Some(hw) => rows(hw.as_slice().expect("contiguous"), ti, b, gh),
+                    None => &empty,
+                },
+                h: rows(h_all, ti, b, hs),
+                h_prev,
+                c: c_cur,
+                c_prev,
+                dh: dh_total.as_slice().expect("contiguous"),
+                dc: dc.as_slice_mut().expect("contiguous"),
+                dg_ih: rows_mut(dg_ih.as_slice_mut().expect("contiguous"), ti, b, gh),
+                dg_hh: if gru { rows_mut(dg_hh.as_slice_mut().expect("contiguous"), ti, b, gh) } else { &mut [] },
+                dh_direct: dh_direct.as_slice_mut().expect("contiguous"),
+            };
+            match cell {
+                CellKind::RnnTanh => cell::rnn::backward(s, false),
+                CellKind::RnnRelu => cell::rnn::backward(s, true),
+                CellKind::Gru => cell::gru::backward(s, hs),
+                CellKind::Lstm => cell::lstm::backward(s, hs),
+            }
+        }
+        // dh_prev = dG_hh[t] · W_hh (+ the direct path for GRU).
+        let dgh = if gru { &dg_hh } else { &dg_ih };
+        let dgh_t = dgh.slice(s![ti * b..(ti + 1) * b, ..]);
+        let beta = if gru {
+            dh.assign(&dh_direct);
+            F::one()
+        } else {
+            F::zero()
+        };
+        gemm(F::one(), &dgh_t, &p.weight_hh.view(), beta, &mut dh.view_mut());
+    }
+    let dgh = if gru { &dg_hh } else { &dg_ih };
+    gemm(F::one(), &dg_ih.t(), &input, F::one(), &mut g.weight_ih.view_mut());
+    g.bias_ih += &dg_ih.sum_axis(Axis(0));
+    gemm(F::one(), &dgh.t(), &h_prev_all.view(), F::one(), &mut g.weight_hh.view_mut());
+    g.bias_hh += &dgh.sum_axis(Axis(0));
+    let mut dx = Array2::<F>::zeros((t * b, p.weight_ih.ncols()));
+    gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
+    (dx, dh, lstm.then_some(dc))
+}

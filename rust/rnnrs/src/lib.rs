@@ -1,0 +1,50 @@
+//! # rnnrs
+//!
+//! Fast CPU recurrent networks in pure Rust: batched, multi-layer, bidirectional vanilla RNN
+//! (tanh/relu), GRU and LSTM with exact backpropagation through time, plus the pieces to train and
+//! sample a language model (embedding, linear, softmax cross-entropy, clipping, SGD/Adam).
+//!
+//! Conventions follow PyTorch: parameter names (`weight_ih_l0`, `bias_hh_l1_reverse`), gate
+//! order (LSTM `i, f, g, o`; GRU `r, z, n` with the reset gate applied to `W_hn h + b_hn`),
+//! initialisation `U(-1/√H, 1/√H)`, time-major `(T, B, I)` inputs and `(L·D, B, H)` states.
+//!
+//! ```
+//! use rnnrs::{CellKind, Module, Recurrent, RecurrentConfig};
+//! use ndarray::Array3;
+//!
+//! let cfg = RecurrentConfig::new(CellKind::Gru, 4, 8).num_layers(2);
+//! let mut gru = Recurrent::<f32>::new(cfg, 42)?;
+//! let x = Array3::<f32>::zeros((5, 3, 4)); // (T, B, I)
+//! let (out, tape) = gru.forward_train(x.view(), None, None)?;
+//! assert_eq!(out.h_n.shape(), &[2, 3, 8]); // (L·D, B, H)
+//! gru.zero_grad();
+//! let dy = Array3::<f32>::ones(out.y.raw_dim());
+//! let g = gru.backward(&tape, dy.view(), None, None)?;
+//! assert_eq!(g.dx.shape(), x.shape());
+//! # Ok::<(), rnnrs::Error>(())
+//! ```
+
+pub mod cell;
+pub mod config;
+pub mod element;
+pub mod embedding;
+pub mod error;
+pub mod layer;
+pub mod linalg;
+pub mod loss;
+pub mod module;
+pub mod optim;
+pub mod rng;
+
+pub use cell::CellKind;
+pub use config::RecurrentConfig;
+pub use element::Element;
+pub use embedding::Embedding;
+pub use error::{Error, Result};
+pub use layer::{DirParams, Recurrent, RecurrentInputGrads, RecurrentOutput, Tape};
+pub use linear::Linear;
+pub use loss::cross_entropy;
+pub use module::Module;
+pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
+
+pub mod linear;
