@@ -509,3 +509,103 @@ def test_wrong_shapes_raise_value_error_with_expected_shape(mode, batch_first):
     # after all those errors a correct call still works
     fwd(m, mode, x)
     bwd(m, mode, dy_ok, omit=True)
+
+
+def test_dropout_is_inverted_dropout_between_layers():
+    """2-layer relu RNN whose second layer is the identity: its output is exactly
+    the dropped-out first-layer output, each entry 0 or y0/(1-p)."""
+    rng = np.random.default_rng(5)
+    T, B, I, H, p = 20, 8, 3, 8, 0.3
+    m = make("rnn_relu", I, H, 2, False, np.float64, seed=9, dropout=p)
+    sd = m.state_dict()
+    sd["weight_ih_l1"] = np.eye(H)
+    sd["weight_hh_l1"] = np.zeros((H, H))
+    sd["bias_ih_l1"] = np.zeros(H)
+    sd["bias_hh_l1"] = np.zeros(H)
+    sd["bias_ih_l0"] = np.abs(sd["bias_ih_l0"]) + 0.5         # mostly positive layer-0 output
+    m.load_state_dict(sd)
+    x = rng.uniform(-2, 2, size=(T, B, I))
+    y0, _, _ = oracle.rnn_forward("rnn_relu", {k: v for k, v in sd.items() if "_l0" in k}, x)
+    m.train()
+    y, h_n = m.forward(x)
+    pos = y0 > 1e-6
+    assert pos.sum() > 500
+    kept = np.isclose(y, y0 / (1 - p), rtol=1e-12, atol=0)
+    dropped = y == 0
+    assert np.all((kept | dropped)[pos]), "dropout output is neither 0 nor y/(1-p)"
+    np.testing.assert_array_equal(y[~pos], 0.0)
+    frac = dropped[pos].mean()
+    n = pos.sum()
+    assert abs(frac - p) < 5 * math.sqrt(p * (1 - p) / n), f"drop fraction {frac} vs p={p}"
+
+
+@pytest.mark.parametrize("mode", oracle.MODES)
+def test_dropout_backward_consistent_with_forward(mode):
+    """With dropout in train mode the mask depends only on the seed, so fresh
+    same-seed modules see the same mask: check dx and a few parameter grads
+    by central finite differences through rnnrs itself (float64)."""
+    rng = np.random.default_rng(6)
+    T, B, I, H, L, D = 3, 2, 2, 3, 2, 2
+    eps = 1e-6
+    x = rng.uniform(-2, 2, size=(T, B, I))
+    dy = rng.uniform(-2, 2, size=(T, B, D * H))
+    sd = make(mode, I, H, L, True, np.float64, seed=21, dropout=0.5).state_dict()
+
+    def fresh(params):
+        mm = make(mode, I, H, L, True, np.float64, seed=21, dropout=0.5)
+        mm.load_state_dict(params)
+        mm.train()
+        return mm
+
+    def loss(xx, params):
+        y, _, _ = fwd(fresh(params), mode, xx)
+        return float((y * dy).sum())
+
+    m = fresh(sd)
+    y, _, _ = fwd(m, mode, x)
+    y_eval = oracle.rnn_forward(mode, sd, x, None, None, L, True)[0]
+    assert not np.allclose(y, y_eval), "dropout had no effect"
+    dx, _, _ = bwd(m, mode, dy, omit=True)
+    g = m.grads()
+
+    fd = np.zeros_like(x)
+    for idx in np.ndindex(*x.shape):
+        xp, xm = x.copy(), x.copy()
+        xp[idx] += eps
+        xm[idx] -= eps
+        fd[idx] = (loss(xp, sd) - loss(xm, sd)) / (2 * eps)
+    np.testing.assert_allclose(dx, fd, rtol=1e-6, atol=1e-8, err_msg=f"dx under dropout ({mode})")
+    for name in ("weight_ih_l0", "weight_hh_l0_reverse", "bias_hh_l0"):
+        for idx in [(0,) * sd[name].ndim, tuple(s - 1 for s in sd[name].shape)]:
+            sp = {k: v.copy() for k, v in sd.items()}
+            sm = {k: v.copy() for k, v in sd.items()}
+            sp[name][idx] += eps
+            sm[name][idx] -= eps
+            f = (loss(x, sp) - loss(x, sm)) / (2 * eps)
+            assert abs(g[name][idx] - f) <= 1e-8 + 1e-6 * abs(f), \
+                f"grad {name}{idx} under dropout ({mode}): {g[name][idx]} vs fd {f}"
+
+
+@pytest.mark.parametrize("mode", oracle.MODES)
+def test_non_contiguous_inputs(mode):
+    rng = np.random.default_rng(8)
+    T, B, I, H, L = 4, 3, 3, 2, 2
+    lstm = mode == "lstm"
+    m = make(mode, I, H, L, True, np.float64, seed=2)
+    p = params64(m)
+    x = rng.uniform(-2, 2, size=(T, B, 2 * I))[:, :, ::2]             # strided view
+    h0 = np.ascontiguousarray(rng.uniform(-1, 1, size=(B, 2 * L, H))).transpose(1, 0, 2)
+    c0 = h0[::-1] if lstm else None
+    dy = np.ascontiguousarray(rng.uniform(-2, 2, size=(2 * H, B, T))).transpose(2, 1, 0)
+    assert not x.flags.c_contiguous and not h0.flags.c_contiguous and not dy.flags.c_contiguous
+    y, h_n, c_n = fwd(m, mode, x, h0, c0)
+    dx, dh0, dc0 = bwd(m, mode, dy, omit=True)
+    ey, eh, ec = oracle.rnn_forward(mode, p, x, h0, c0, L, True)
+    edx, edh0, edc0, _ = oracle.rnn_backward(mode, p, x, h0, c0, L, True, dy)
+    oracle.assert_close(y, ey, np.float64, f"y, non-contiguous inputs ({mode})")
+    oracle.assert_close(h_n, eh, np.float64, f"h_n, non-contiguous inputs ({mode})")
+    oracle.assert_close(dx, edx, np.float64, f"dx, non-contiguous inputs ({mode})")
+    oracle.assert_close(dh0, edh0, np.float64, f"dh0, non-contiguous inputs ({mode})")
+    if lstm:
+        oracle.assert_close(c_n, ec, np.float64, f"c_n, non-contiguous inputs ({mode})")
+        oracle.assert_close(dc0, edc0, np.float64, f"dc0, non-contiguous inputs ({mode})")

@@ -6,7 +6,9 @@ language modelling live in :mod:`rnnrs.tokenizer` and :mod:`rnnrs.dataset`.
 
 from . import _rnnrs
 from .dataset import LMBatches, random_batches, sequential_batches, split_train_val
+from ._rnnrs import NonFiniteError
 from .layers import GRU, LSTM, RNN
+from .model import LanguageModel
 from .tokenizer import CharTokenizer, Vocab, WordTokenizer, load_tokenizer
 
 __version__: str = _rnnrs.__version__
@@ -15,6 +17,8 @@ __all__ = [
     "RNN",
     "GRU",
     "LSTM",
+    "LanguageModel",
+    "NonFiniteError",
     "CharTokenizer",
     "WordTokenizer",
     "Vocab",

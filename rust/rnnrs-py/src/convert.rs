@@ -5,10 +5,18 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+pyo3::create_exception!(
+    _rnnrs,
+    NonFiniteError,
+    PyValueError,
+    "A NaN or infinite value where a finite one is required (input, weight, loss or gradient)."
+);
+
 /// Map a core error to a Python exception: I/O → `OSError`, everything else → `ValueError`.
 pub fn to_py(e: rnnrs::Error) -> PyErr {
     match e {
         rnnrs::Error::Io { .. } => PyOSError::new_err(e.to_string()),
+        rnnrs::Error::NonFinite(_) => NonFiniteError::new_err(e.to_string()),
         _ => PyValueError::new_err(e.to_string()),
     }
 }
@@ -53,4 +61,14 @@ pub fn array<'py, T: NpElement, D: ndarray::Dimension>(
         Ok(a) => Ok(a.readonly()),
         Err(_) => Err(PyTypeError::new_err(format!("{what}: expected dtype {dtype}, got {}", arr.dtype()))),
     }
+}
+
+/// Token ids from an integer NumPy array of rank `ndim` (any integer dtype), checked non-negative.
+pub fn ids<D: ndarray::Dimension>(obj: &Bound<'_, PyAny>, what: &str, ndim: usize) -> PyResult<ndarray::Array<usize, D>> {
+    let a = array::<i64, D>(obj, what, ndim, "int64")?;
+    let v = a.as_array();
+    if let Some(bad) = v.iter().find(|&&i| i < 0) {
+        return Err(PyValueError::new_err(format!("{what}: expected token ids >= 0, got {bad}")));
+    }
+    Ok(v.mapv(|i| i as usize))
 }

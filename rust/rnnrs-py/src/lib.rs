@@ -2,6 +2,8 @@
 //! All logic lives in the `rnnrs` crate.
 
 mod convert;
+mod io;
+mod model;
 mod recurrent;
 
 use pyo3::prelude::*;
@@ -9,6 +11,12 @@ use pyo3::prelude::*;
 /// The compiled part of rnnrs. Use the `rnnrs` package, which wraps it.
 #[pymodule(gil_used = false)]
 mod _rnnrs {
+    #[pymodule_export]
+    use crate::convert::NonFiniteError;
+    #[pymodule_export]
+    use crate::io::{safetensors_dumps, safetensors_loads};
+    #[pymodule_export]
+    use crate::model::LanguageModel;
     #[pymodule_export]
     use crate::recurrent::Recurrent;
 

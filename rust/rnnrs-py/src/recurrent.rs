@@ -170,7 +170,8 @@ impl Recurrent {
             let net = &mut l.net;
             let g = detached(py, || net.backward(tape, dyv, dhv, dcv))?;
             let c: StateOut<'py, T> = g.dc0.map(|c| c.into_pyarray(py));
-            Ok((g.dx.into_pyarray(py).into_any(), g.dh0.into_pyarray(py).into_any(), c.map(|c| c.into_any())))
+            let dx = g.dx.expect("dense input has an input gradient");
+            Ok((dx.into_pyarray(py).into_any(), g.dh0.into_pyarray(py).into_any(), c.map(|c| c.into_any())))
         })
     }
 
@@ -189,11 +190,7 @@ impl Recurrent {
     fn load_state_dict(&mut self, items: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<()> {
         with_layer!(&mut self.inner, l, T => {
             let dt = <T as rnnrs::Element>::DTYPE;
-            let mut arrays = Vec::with_capacity(items.len());
-            for (name, obj) in &items {
-                let ndim = obj.cast::<numpy::PyUntypedArray>().map(|a| numpy::PyUntypedArrayMethods::ndim(a)).unwrap_or(0);
-                arrays.push((name.clone(), array::<T, ndarray::IxDyn>(obj, name, ndim, dt)?));
-            }
+            let arrays = crate::model::dyn_arrays::<T>(&items, dt)?;
             let views: Vec<(String, ndarray::ArrayViewD<'_, T>)> = arrays.iter().map(|(n, a)| (n.clone(), a.as_array())).collect();
             l.tape = None;
             l.net.load_state_dict(&views).map_err(to_py)

@@ -60,8 +60,8 @@ pub struct RecurrentOutput<F> {
 /// Gradients w.r.t. the inputs of a forward pass.
 #[derive(Clone, Debug)]
 pub struct RecurrentInputGrads<F> {
-    /// `(T, B, I)`.
-    pub dx: Array3<F>,
+    /// `(T, B, I)`; `None` for token (one-hot) inputs.
+    pub dx: Option<Array3<F>>,
     /// `(L·D, B, H)`.
     pub dh0: Array3<F>,
     /// `(L·D, B, H)` (LSTM only).
@@ -85,10 +85,55 @@ impl<F> Tape<F> {
     }
 }
 
+/// A layer's input: dense features, or token ids standing for one-hot vectors (layer 0 only), whose
+/// input projection is a column gather of `W_ih` instead of a matrix product.
+#[derive(Clone, Debug)]
+enum LayerInput<F> {
+    /// `(T·B, I_l)`.
+    Dense(Array2<F>),
+    /// `T·B` ids in `[0, input_size)`.
+    OneHot(Vec<usize>),
+}
+
+impl<F: Element> LayerInput<F> {
+    fn rows(&self) -> usize {
+        match self {
+            LayerInput::Dense(a) => a.nrows(),
+            LayerInput::OneHot(ids) => ids.len(),
+        }
+    }
+    /// `(T·B, G·H)` = `input · W_ihᵀ + b_ih`.
+    fn project(&self, weight: &Array2<F>, bias: &Array1<F>) -> Array2<F> {
+        let mut out = Array2::zeros((self.rows(), weight.nrows()));
+        out.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
+        match self {
+            LayerInput::Dense(a) => gemm(F::one(), &a.view(), &weight.t(), F::one(), &mut out.view_mut()),
+            LayerInput::OneHot(ids) => {
+                for (mut row, &id) in out.rows_mut().into_iter().zip(ids) {
+                    row += &weight.column(id);
+                }
+            }
+        }
+        out
+    }
+    /// `dW_ih += dGᵀ · input`.
+    fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) {
+        match self {
+            LayerInput::Dense(a) => gemm(F::one(), &dg.t(), &a.view(), F::one(), &mut dw.view_mut()),
+            LayerInput::OneHot(ids) => {
+                for (row, &id) in dg.rows().into_iter().zip(ids) {
+                    let mut col = dw.column_mut(id);
+                    col += &row;
+                }
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 struct LayerTape<F> {
-    /// `(T·B, I_l)`: the layer's input after dropout.
-    input: Array2<F>,
+    /// The layer's input after dropout.
+    input: LayerInput<F>,
     /// `(T·B, I_l)`: dropout scale (`0` or `1/(1-p)`), if dropout was applied to this input.
     mask: Option<Array2<F>>,
     dirs: Vec<DirTape<F>>,
@@ -125,7 +170,7 @@ struct DirRun<F> {
 /// let (out, tape) = lstm.forward_train(x.view(), None, None).unwrap();
 /// assert_eq!(out.y.shape(), &[7, 2, 10]);
 /// let grads = lstm.backward(&tape, out.y.view(), None, None).unwrap();
-/// assert_eq!(grads.dx.shape(), &[7, 2, 3]);
+/// assert_eq!(grads.dx.unwrap().shape(), &[7, 2, 3]);
 /// ```
 #[derive(Clone, Debug)]
 pub struct Recurrent<F> {
@@ -186,7 +231,59 @@ impl<F: Element> Recurrent<F> {
         h0: Option<ArrayView3<'_, F>>,
         c0: Option<ArrayView3<'_, F>>,
     ) -> Result<RecurrentOutput<F>> {
-        Ok(self.run(x, h0, c0, None, false)?.0)
+        self.check_inputs(x.dim(), &h0, &c0)?;
+        check_finite("x", x.view().into_dyn())?;
+        Ok(self.run(dense_input(x), x.dim().0, h0, c0, None, false)?.0)
+    }
+
+    /// Inference on token ids `(T, B)` standing for one-hot inputs of size `input_size` (as in the
+    /// d2l book's one-hot language models), without materialising the one-hot vectors.
+    pub fn forward_tokens(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<RecurrentOutput<F>> {
+        let input = self.check_tokens(ids, &h0, &c0)?;
+        Ok(self.run(input, ids.nrows(), h0, c0, None, false)?.0)
+    }
+
+    /// Training forward on token ids `(T, B)` standing for one-hot inputs (see
+    /// [`Recurrent::forward_tokens`]). The tape's backward returns no input gradient.
+    pub fn forward_train_tokens(
+        &mut self,
+        ids: ArrayView2<'_, usize>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
+        let input = self.check_tokens(ids, &h0, &c0)?;
+        let seed = self.next_dropout_seed();
+        let (out, tape) = self.run(input, ids.nrows(), h0, c0, seed, true)?;
+        Ok((out, tape.expect("a training run keeps its tape")))
+    }
+
+    fn check_tokens(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        h0: &Option<ArrayView3<'_, F>>,
+        c0: &Option<ArrayView3<'_, F>>,
+    ) -> Result<LayerInput<F>> {
+        let (t, b) = ids.dim();
+        self.check_inputs((t, b, self.config.input_size), h0, c0)?;
+        let ids: Vec<usize> = ids.iter().copied().collect();
+        if let Some(&bad) = ids.iter().find(|&&i| i >= self.config.input_size) {
+            return Err(crate::error::invalid("token id", format!("an id in [0, {})", self.config.input_size), bad));
+        }
+        Ok(LayerInput::OneHot(ids))
+    }
+
+    fn next_dropout_seed(&mut self) -> Option<[u64; 3]> {
+        if self.config.dropout > 0.0 && self.config.num_layers > 1 {
+            self.dropout_calls += 1;
+            Some([self.seed, DROPOUT_STREAM, self.dropout_calls])
+        } else {
+            None
+        }
     }
 
     /// Training forward: dropout between layers (if configured), and a [`Tape`] for
@@ -197,32 +294,27 @@ impl<F: Element> Recurrent<F> {
         h0: Option<ArrayView3<'_, F>>,
         c0: Option<ArrayView3<'_, F>>,
     ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
-        let dropout_seed = if self.config.dropout > 0.0 && self.config.num_layers > 1 {
-            self.dropout_calls += 1;
-            Some([self.seed, DROPOUT_STREAM, self.dropout_calls])
-        } else {
-            None
-        };
-        let (out, tape) = self.run(x, h0, c0, dropout_seed, true)?;
+        self.check_inputs(x.dim(), &h0, &c0)?;
+        check_finite("x", x.view().into_dyn())?;
+        let seed = self.next_dropout_seed();
+        let (out, tape) = self.run(dense_input(x), x.dim().0, h0, c0, seed, true)?;
         Ok((out, tape.expect("a training run keeps its tape")))
     }
 
     fn check_inputs(
         &self,
-        x: &ArrayView3<'_, F>,
+        (t, b, i): (usize, usize, usize),
         h0: &Option<ArrayView3<'_, F>>,
         c0: &Option<ArrayView3<'_, F>>,
     ) -> Result<()> {
-        let (t, b, i) = x.dim();
         if t == 0 || b == 0 {
             return Err(Error::Shape {
                 what: "x".into(),
                 expected: format!("(seq_len >= 1, batch >= 1, {})", self.config.input_size),
-                got: crate::error::shape_str(x.shape()),
+                got: crate::error::shape_str(&[t, b, i]),
             });
         }
         check_shape("x", &[t, b, self.config.input_size], &[t, b, i])?;
-        check_finite("x", x.view().into_dyn())?;
         let st = self.config.state_shape(b);
         if let Some(h) = h0 {
             check_shape("h0", &st, h.shape())?;
@@ -241,15 +333,15 @@ impl<F: Element> Recurrent<F> {
 
     fn run(
         &self,
-        x: ArrayView3<'_, F>,
+        x: LayerInput<F>,
+        t: usize,
         h0: Option<ArrayView3<'_, F>>,
         c0: Option<ArrayView3<'_, F>>,
         dropout_seed: Option<[u64; 3]>,
         keep: bool,
     ) -> Result<(RecurrentOutput<F>, Option<Tape<F>>)> {
-        self.check_inputs(&x, &h0, &c0)?;
         let cfg = &self.config;
-        let (t, b, _) = x.dim();
+        let b = x.rows() / t;
         let (d, hs) = (cfg.directions(), cfg.hidden_size);
         let lstm = cfg.cell.has_cell_state();
         let st = cfg.state_shape(b);
@@ -258,13 +350,12 @@ impl<F: Element> Recurrent<F> {
         let mut h_n = Array3::zeros(st);
         let mut c_n = if lstm { Some(Array3::zeros(st)) } else { None };
         let mut layers = Vec::new();
-        let x2 = x.as_standard_layout().into_owned().into_shape_with_order((t * b, cfg.input_size)).expect("contiguous");
-        let mut input: Array2<F> = x2;
+        let mut input = x;
         for l in 0..cfg.num_layers {
-            let mask = match dropout_seed {
-                Some(seed) if l > 0 => {
-                    let m = dropout_mask(input.dim(), cfg.dropout, &[seed[0], seed[1], seed[2], l as u64]);
-                    input *= &m;
+            let mask = match (dropout_seed, &mut input) {
+                (Some(seed), LayerInput::Dense(a)) if l > 0 => {
+                    let m = dropout_mask(a.dim(), cfg.dropout, &[seed[0], seed[1], seed[2], l as u64]);
+                    *a *= &m;
                     Some(m)
                 }
                 _ => None,
@@ -272,7 +363,7 @@ impl<F: Element> Recurrent<F> {
             let run_dir = |dir: usize| {
                 let idx = l * d + dir;
                 let c0v = c0.as_ref().map(|c| c.index_axis(Axis(0), idx));
-                dir_forward(cfg.cell, &self.params[idx], input.view(), t, b, h0.index_axis(Axis(0), idx), c0v, dir == 1, keep)
+                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, dir == 1, keep)
             };
             let runs = if d == 2 {
                 let (f, r) = rayon::join(|| run_dir(0), || run_dir(1));
@@ -293,14 +384,15 @@ impl<F: Element> Recurrent<F> {
                     dir_tapes.push(tp);
                 }
             }
-            let next = y;
+            let next = LayerInput::Dense(y);
             if keep {
                 layers.push(LayerTape { input: std::mem::replace(&mut input, next), mask, dirs: dir_tapes });
             } else {
                 input = next;
             }
         }
-        let y = input.into_shape_with_order((t, b, d * hs)).expect("(T, B, D*H)");
+        let LayerInput::Dense(y) = input else { unreachable!("every layer outputs dense features") };
+        let y = y.into_shape_with_order((t, b, d * hs)).expect("(T, B, D*H)");
         let tape = keep.then(|| Tape { steps: t, batch: b, h0, c0, layers });
         Ok((RecurrentOutput { y, h_n, c_n }, tape))
     }
@@ -321,7 +413,7 @@ impl<F: Element> Recurrent<F> {
         let (t, b) = (tape.steps, tape.batch);
         let (d, hs) = (cfg.directions(), cfg.hidden_size);
         let lstm = cfg.cell.has_cell_state();
-        if tape.layers.len() != cfg.num_layers || tape.layers[0].input.ncols() != cfg.input_size {
+        if tape.layers.len() != cfg.num_layers {
             return Err(Error::State("backward: the tape does not come from this layer".into()));
         }
         check_shape("dy", &[t, b, d * hs], dy.shape())?;
@@ -357,7 +449,7 @@ impl<F: Element> Recurrent<F> {
                     cfg.cell,
                     &params[dir],
                     g,
-                    lt.input.view(),
+                    &lt.input,
                     &lt.dirs[dir],
                     t,
                     b,
@@ -375,25 +467,34 @@ impl<F: Element> Recurrent<F> {
             } else {
                 vec![run_dir(0, &mut g_fwd[0])]
             };
-            let mut dx: Option<Array2<F>> = None;
+            let mut dx: Option<Option<Array2<F>>> = None;
             for (dir, (dxd, dhd, dcd)) in results.into_iter().enumerate() {
                 let idx = l * d + dir;
                 dh0.index_axis_mut(Axis(0), idx).assign(&dhd);
                 if let (Some(dc0), Some(dcd)) = (dc0.as_mut(), dcd) {
                     dc0.index_axis_mut(Axis(0), idx).assign(&dcd);
                 }
-                dx = Some(match dx {
-                    None => dxd,
-                    Some(acc) => acc + &dxd,
+                dx = Some(match (dx, dxd) {
+                    (None, g) => g,
+                    (Some(Some(acc)), Some(g)) => Some(acc + &g),
+                    (Some(_), _) => None,
                 });
             }
-            let mut dx = dx.expect("at least one direction");
-            if let Some(m) = &lt.mask {
-                dx *= m;
+            match dx.flatten() {
+                Some(mut dx) => {
+                    if let Some(m) = &lt.mask {
+                        dx *= m;
+                    }
+                    dy_l = dx;
+                }
+                None => {
+                    // One-hot input: no input gradient.
+                    return Ok(RecurrentInputGrads { dx: None, dh0, dc0 });
+                }
             }
-            dy_l = dx;
         }
         let dx = dy_l.into_shape_with_order((t, b, cfg.input_size)).expect("(T, B, I)");
+        let dx = Some(dx);
         Ok(RecurrentInputGrads { dx, dh0, dc0 })
     }
 }
@@ -446,19 +547,17 @@ fn rows_mut<F>(a: &mut [F], t: usize, b: usize, w: usize) -> &mut [F] {
     &mut a[t * b * w..(t + 1) * b * w]
 }
 
-/// `(T·B, W)` = `input · weightᵀ + bias` (bias broadcast over rows).
-fn project<F: Element>(input: ArrayView2<'_, F>, weight: &Array2<F>, bias: &Array1<F>) -> Array2<F> {
-    let mut out = Array2::zeros((input.nrows(), weight.nrows()));
-    out.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
-    gemm(F::one(), &input, &weight.t(), F::one(), &mut out.view_mut());
-    out
+/// A dense `(T, B, I)` input as `(T·B, I)` rows.
+fn dense_input<F: Element>(x: ArrayView3<'_, F>) -> LayerInput<F> {
+    let (t, b, i) = x.dim();
+    LayerInput::Dense(x.as_standard_layout().into_owned().into_shape_with_order((t * b, i)).expect("contiguous"))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn dir_forward<F: Element>(
     cell: CellKind,
     p: &DirParams<F>,
-    input: ArrayView2<'_, F>,
+    input: &LayerInput<F>,
     t: usize,
     b: usize,
     h0: ArrayView2<'_, F>,
@@ -470,7 +569,7 @@ fn dir_forward<F: Element>(
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
     let gru = cell == CellKind::Gru;
-    let xw = project(input, &p.weight_ih, &p.bias_ih);
+    let xw = input.project(&p.weight_ih, &p.bias_ih);
     let xw = xw.as_slice().expect("contiguous");
     let kept = if keep { t } else { 1 };
     let mut gates = Array2::<F>::zeros((kept * b, gh));
@@ -525,7 +624,7 @@ fn dir_backward<F: Element>(
     cell: CellKind,
     p: &DirParams<F>,
     g: &mut DirParams<F>,
-    input: ArrayView2<'_, F>,
+    input: &LayerInput<F>,
     tp: &DirTape<F>,
     t: usize,
     b: usize,
@@ -535,7 +634,7 @@ fn dir_backward<F: Element>(
     dh_n: ArrayView2<'_, F>,
     dc_n: ArrayView2<'_, F>,
     reverse: bool,
-) -> (Array2<F>, Array2<F>, Option<Array2<F>>) {
+) -> (Option<Array2<F>>, Array2<F>, Option<Array2<F>>) {
     let gh = p.weight_hh.nrows();
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
@@ -605,11 +704,14 @@ fn dir_backward<F: Element>(
         gemm(F::one(), &dgh_t, &p.weight_hh.view(), beta, &mut dh.view_mut());
     }
     let dgh = if gru { &dg_hh } else { &dg_ih };
-    gemm(F::one(), &dg_ih.t(), &input, F::one(), &mut g.weight_ih.view_mut());
+    input.add_weight_grad(&dg_ih, &mut g.weight_ih);
     g.bias_ih += &dg_ih.sum_axis(Axis(0));
     gemm(F::one(), &dgh.t(), &h_prev_all.view(), F::one(), &mut g.weight_hh.view_mut());
     g.bias_hh += &dgh.sum_axis(Axis(0));
-    let mut dx = Array2::<F>::zeros((t * b, p.weight_ih.ncols()));
-    gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
+    let dx = matches!(input, LayerInput::Dense(_)).then(|| {
+        let mut dx = Array2::<F>::zeros((t * b, p.weight_ih.ncols()));
+        gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
+        dx
+    });
     (dx, dh, lstm.then_some(dc))
 }

@@ -20,7 +20,7 @@
 //! gru.zero_grad();
 //! let dy = Array3::<f32>::ones(out.y.raw_dim());
 //! let g = gru.backward(&tape, dy.view(), None, None)?;
-//! assert_eq!(g.dx.shape(), x.shape());
+//! assert_eq!(g.dx.unwrap().shape(), x.shape());
 //! # Ok::<(), rnnrs::Error>(())
 //! ```
 
@@ -29,9 +29,12 @@ pub mod config;
 pub mod element;
 pub mod embedding;
 pub mod error;
+pub mod io;
 pub mod layer;
+pub mod linear;
 pub mod linalg;
 pub mod loss;
+pub mod model;
 pub mod module;
 pub mod optim;
 pub mod rng;
@@ -44,7 +47,6 @@ pub use error::{Error, Result};
 pub use layer::{DirParams, Recurrent, RecurrentInputGrads, RecurrentOutput, Tape};
 pub use linear::Linear;
 pub use loss::cross_entropy;
+pub use model::{LanguageModel, LanguageModelConfig, State, StepStats};
 pub use module::Module;
 pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
-
-pub mod linear;

@@ -50,7 +50,7 @@ fn gradcheck(cell: CellKind, layers: usize, bidi: bool) {
     let params: Vec<(String, ArrayD<f64>)> = net.state_dict();
     for ((name, p), (_, gp)) in params.iter().zip(&grads) {
         for k in (0..p.len()).step_by(5) {
-            let mut shift = |delta: f64| {
+            let shift = |delta: f64| {
                 let mut sd: Vec<(String, ArrayD<f64>)> = params.clone();
                 let entry = sd.iter_mut().find(|e| &e.0 == name).unwrap();
                 entry.1.as_slice_mut().unwrap()[k] += delta;
@@ -70,7 +70,7 @@ fn gradcheck(cell: CellKind, layers: usize, bidi: bool) {
         let mut xm = x.clone();
         xm.as_slice_mut().unwrap()[k] -= eps;
         let num = (objective(&net, &xp, &h0, c0.as_ref(), &w) - objective(&net, &xm, &h0, c0.as_ref(), &w)) / (2.0 * eps);
-        check_close(&format!("{cell} dx[{k}]"), g.dx.as_slice().unwrap()[k], num);
+        check_close(&format!("{cell} dx[{k}]"), g.dx.as_ref().unwrap().as_slice().unwrap()[k], num);
     }
     for k in 0..h0.len() {
         let mut hp = h0.clone();

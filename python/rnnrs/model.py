@@ -1,0 +1,179 @@
+"""A recurrent language model: Embedding (or one-hot) → RNN/GRU/LSTM stack → Linear → softmax.
+
+Token ids are **time-major** ``(T, B)`` int arrays (transpose the ``(B, T)`` batches of
+:mod:`rnnrs.dataset`). The recurrent state is a tuple ``(h, c)`` of ``(num_layers, B, hidden_size)``
+arrays, with ``c`` None for RNN and GRU models. One :meth:`LanguageModel.train_step` — forward, loss,
+backpropagation through time, gradient clipping and the optimizer update — is one call into Rust with
+the GIL released.
+
+Parameter names follow PyTorch (as in d2l's ``RNNModel``): ``embedding.weight``,
+``rnn.weight_ih_l0`` … ``rnn.bias_hh_l{L-1}``, ``linear.weight``, ``linear.bias``.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any, Dict, Mapping, Optional, Tuple
+
+import numpy as np
+
+from . import _rnnrs
+from .layers import _check_int, _check_seed, _dtype_name
+
+__all__ = ["LanguageModel", "CELLS"]
+
+#: Accepted ``cell`` names and the core cell each maps to.
+CELLS = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
+
+State = Tuple[np.ndarray, Optional[np.ndarray]]
+
+
+def as_ids(name: str, ids: Any, ndim: int = 2) -> np.ndarray:
+    """``ids`` as a C-contiguous int64 array of rank ``ndim`` (TypeError for non-integer data)."""
+    a = np.asarray(ids)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
+        raise TypeError(f"{name}: expected integer token ids, got dtype {a.dtype}")
+    if a.ndim != ndim:
+        shape = "(seq_len, batch)" if ndim == 2 else "(seq_len,)"
+        raise ValueError(f"{name}: expected a {ndim}-D array {shape} of token ids, got shape {a.shape}")
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+class LanguageModel:
+    """Embedding (or one-hot when ``embed_size=None``) → recurrent stack → Linear.
+
+    Args:
+        vocab_size: number of token ids ``V``.
+        embed_size: embedding width, or None for one-hot inputs (the d2l book's models).
+        hidden_size: hidden width ``H`` of every recurrent layer.
+        num_layers: recurrent layers ``L``.
+        cell: ``"lstm"``, ``"gru"``, ``"rnn"`` (tanh) or ``"rnn_relu"``.
+        dropout: dropout between recurrent layers in training, in ``[0, 1)``.
+        seed: initialises every parameter (same seed, same model).
+        dtype: ``numpy.float32`` (default) or ``numpy.float64``.
+    """
+
+    def __init__(self, vocab_size: int, embed_size: Optional[int] = 128, hidden_size: int = 256,
+                 num_layers: int = 2, cell: str = "lstm", dropout: float = 0.0, seed: int = 0,
+                 dtype: Any = np.float32) -> None:
+        vocab_size = _check_int("vocab_size", vocab_size, 1)
+        if embed_size is not None:
+            embed_size = _check_int("embed_size", embed_size, 1)
+        hidden_size = _check_int("hidden_size", hidden_size, 1)
+        num_layers = _check_int("num_layers", num_layers, 1)
+        if cell not in CELLS:
+            raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
+        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        self.cell = cell
+        self.seed = _check_seed(seed)
+        self.dtype = np.dtype(_dtype_name(dtype))
+        self._core = _rnnrs.LanguageModel(vocab_size, embed_size, hidden_size, num_layers, CELLS[cell],
+                                          float(dropout), self.dtype.name, self.seed)
+        self.optimizer: Optional[Dict[str, Any]] = None
+
+    # ---------------------------------------------------------------------------------------- config
+    @property
+    def config(self) -> Dict[str, Any]:
+        """Constructor arguments (JSON-serialisable): ``LanguageModel(**model.config)`` rebuilds it."""
+        c = dict(self._core.config)
+        c["cell"] = self.cell
+        c["seed"] = self.seed
+        c["dtype"] = self.dtype.name
+        return c
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self._core.config["vocab_size"])
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self._core.config["hidden_size"])
+
+    @property
+    def num_layers(self) -> int:
+        return int(self._core.config["num_layers"])
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars."""
+        return int(self._core.num_params())
+
+    def __repr__(self) -> str:
+        c = self._core.config
+        return (f"LanguageModel(vocab_size={c['vocab_size']}, embed_size={c['embed_size']}, "
+                f"hidden_size={c['hidden_size']}, num_layers={c['num_layers']}, cell={self.cell!r}, "
+                f"dropout={c['dropout']}, dtype={self.dtype.name}, params={self.num_parameters():,})")
+
+    # ---------------------------------------------------------------------------------------- state
+    def zero_state(self, batch_size: int) -> State:
+        """An all-zero ``(h, c)`` state for ``batch_size`` sequences."""
+        shape = (self.num_layers, _check_int("batch_size", batch_size, 1), self.hidden_size)
+        h = np.zeros(shape, self.dtype)
+        return h, (np.zeros(shape, self.dtype) if self.cell == "lstm" else None)
+
+    def _state(self, state: Optional[State]) -> Optional[State]:
+        if state is None:
+            return None
+        if not isinstance(state, tuple) or len(state) != 2:
+            raise TypeError(f"state: expected a tuple (h, c) (c None for RNN/GRU) or None, got {type(state).__name__}")
+        return state
+
+    # -------------------------------------------------------------------------------------- compute
+    def logits(self, ids: Any, state: Optional[State] = None) -> Tuple[np.ndarray, State]:
+        """Logits ``(T, B, V)`` for ids ``(T, B)`` and the final state (inference, no dropout)."""
+        return self._core.logits(as_ids("ids", ids), self._state(state))
+
+    def evaluate(self, inputs: Any, targets: Any, state: Optional[State] = None) -> Tuple[float, State]:
+        """Mean cross-entropy (nats per token) of ``targets`` given ``inputs`` (both ``(T, B)``)."""
+        return self._core.evaluate(as_ids("inputs", inputs), as_ids("targets", targets), self._state(state))
+
+    def loss_and_grad(self, inputs: Any, targets: Any, state: Optional[State] = None) -> Tuple[float, State]:
+        """Training-mode forward, loss and backward; gradients are **added** (see :meth:`zero_grad`)."""
+        return self._core.loss_and_grad(as_ids("inputs", inputs), as_ids("targets", targets), self._state(state))
+
+    def set_optimizer(self, name: str = "adam", lr: float = 2e-3, *, momentum: float = 0.0,
+                      weight_decay: float = 0.0, nesterov: bool = False,
+                      betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        """Use ``"sgd"`` (PyTorch ``SGD``), ``"adam"`` or ``"adamw"`` with fresh state."""
+        self._core.set_optimizer(name, float(lr), float(momentum), float(weight_decay), bool(nesterov),
+                                 (float(betas[0]), float(betas[1])), float(eps))
+        self.optimizer = dict(name=name, lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay),
+                              nesterov=bool(nesterov), betas=[float(betas[0]), float(betas[1])], eps=float(eps))
+
+    def set_lr(self, lr: float) -> None:
+        """Change the optimizer's learning rate (for schedules)."""
+        self._core.set_lr(float(lr))
+        if self.optimizer is not None:
+            self.optimizer["lr"] = float(lr)
+
+    def train_step(self, inputs: Any, targets: Any, state: Optional[State] = None,
+                   clip: Optional[float] = None) -> Tuple[float, float, State]:
+        """One step: zero grads, forward, loss, BPTT, clip the global norm to ``clip``, update.
+
+        Returns ``(loss, grad_norm_before_clipping, final_state)``; the state is detached (plain
+        arrays), ready to carry into the next batch of sequential sampling. Raises
+        :class:`rnnrs.NonFiniteError` — with the parameters unchanged — on a NaN/Inf loss or gradient.
+        """
+        if clip is not None:
+            clip = float(clip)
+        return self._core.train_step(as_ids("inputs", inputs), as_ids("targets", targets), self._state(state), clip)
+
+    # ------------------------------------------------------------------------------------ parameters
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of all parameters by PyTorch-style name."""
+        return dict(self._core.state_dict())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Replace all parameters (every name exactly once, same shapes); values are cast to the
+        model's dtype. Nothing changes on error."""
+        if not isinstance(state_dict, Mapping):
+            raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}")
+        self._core.load_state_dict([(str(k), np.ascontiguousarray(np.asarray(v), dtype=self.dtype))
+                                    for k, v in state_dict.items()])
+
+    def grads(self) -> Dict[str, np.ndarray]:
+        """Copies of the accumulated gradients, same keys as :meth:`state_dict`."""
+        return dict(self._core.grads())
+
+    def zero_grad(self) -> None:
+        self._core.zero_grad()

@@ -1,0 +1,284 @@
+//! A recurrent language model: embedding (or one-hot) → recurrent stack → linear → softmax,
+//! with a complete training step (forward, loss, BPTT, clipping, optimizer update) in one call.
+
+use crate::cell::CellKind;
+use crate::config::RecurrentConfig;
+use crate::element::Element;
+use crate::embedding::Embedding;
+use crate::error::{check_shape, invalid, Error, Result};
+use crate::layer::Recurrent;
+use crate::linear::Linear;
+use crate::loss::cross_entropy;
+use crate::module::Module;
+use crate::optim::{clip_grad_norm, Optimizer};
+use crate::rng::mix;
+use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMutD};
+
+/// Sizes of a [`LanguageModel`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct LanguageModelConfig {
+    /// Number of token ids.
+    pub vocab_size: usize,
+    /// Embedding width; `None` feeds one-hot vectors (as in the d2l book).
+    pub embed_size: Option<usize>,
+    /// Hidden width of every recurrent layer.
+    pub hidden_size: usize,
+    /// Recurrent layers.
+    pub num_layers: usize,
+    /// The recurrent cell.
+    pub cell: CellKind,
+    /// Dropout between recurrent layers (training only).
+    pub dropout: f64,
+}
+
+impl LanguageModelConfig {
+    /// The recurrent stack's configuration.
+    pub fn recurrent(&self) -> RecurrentConfig {
+        RecurrentConfig::new(self.cell, self.embed_size.unwrap_or(self.vocab_size), self.hidden_size)
+            .num_layers(self.num_layers)
+            .dropout(self.dropout)
+    }
+    /// Check every field.
+    pub fn validate(&self) -> Result<()> {
+        if self.vocab_size == 0 {
+            return Err(invalid("vocab_size", "an integer >= 1", self.vocab_size));
+        }
+        if self.embed_size == Some(0) {
+            return Err(invalid("embed_size", "an integer >= 1 or None (one-hot)", 0));
+        }
+        self.recurrent().validate()
+    }
+}
+
+/// Recurrent state carried between calls: `h` (and `c` for LSTM), each `(L, B, H)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct State<F> {
+    /// Hidden state `(L, B, H)`.
+    pub h: Array3<F>,
+    /// Cell state `(L, B, H)` (LSTM only).
+    pub c: Option<Array3<F>>,
+}
+
+/// What one training step measured.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    /// Mean cross-entropy over the batch's tokens (nats).
+    pub loss: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    /// Tokens in the batch.
+    pub tokens: usize,
+}
+
+/// Embedding (or one-hot) → recurrent stack → linear; time-major `(T, B)` token ids.
+#[derive(Clone, Debug)]
+pub struct LanguageModel<F> {
+    config: LanguageModelConfig,
+    embedding: Option<Embedding<F>>,
+    rnn: Recurrent<F>,
+    linear: Linear<F>,
+}
+
+impl<F: Element> LanguageModel<F> {
+    /// A new model; every part is initialised from `seed` (PyTorch's schemes).
+    pub fn new(config: LanguageModelConfig, seed: u64) -> Result<Self> {
+        config.validate()?;
+        let embedding = match config.embed_size {
+            Some(e) => Some(Embedding::new(config.vocab_size, e, mix(seed ^ 1))?),
+            None => None,
+        };
+        let rnn = Recurrent::new(config.recurrent(), mix(seed ^ 2))?;
+        let linear = Linear::new(config.hidden_size, config.vocab_size, mix(seed ^ 3))?;
+        Ok(LanguageModel { config, embedding, rnn, linear })
+    }
+    /// The configuration.
+    pub fn config(&self) -> &LanguageModelConfig {
+        &self.config
+    }
+    /// The embedding (None for one-hot input).
+    pub fn embedding(&self) -> Option<&Embedding<F>> {
+        self.embedding.as_ref()
+    }
+    /// The recurrent stack.
+    pub fn rnn(&self) -> &Recurrent<F> {
+        &self.rnn
+    }
+    /// The recurrent stack, mutably (e.g. to restore its dropout stream).
+    pub fn rnn_mut(&mut self) -> &mut Recurrent<F> {
+        &mut self.rnn
+    }
+    /// The output layer.
+    pub fn linear(&self) -> &Linear<F> {
+        &self.linear
+    }
+
+    /// A zero state for `batch` sequences.
+    pub fn zero_state(&self, batch: usize) -> State<F> {
+        let st = self.rnn.config().state_shape(batch);
+        State { h: Array3::zeros(st), c: self.config.cell.has_cell_state().then(|| Array3::zeros(st)) }
+    }
+
+    fn check_ids(&self, what: &str, ids: &ArrayView2<'_, usize>) -> Result<()> {
+        let (t, b) = ids.dim();
+        if t == 0 || b == 0 {
+            return Err(invalid(what, "shape (seq_len >= 1, batch >= 1)", format!("({t}, {b})")));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i >= self.config.vocab_size) {
+            return Err(invalid(&format!("{what} token id"), format!("an id in [0, {})", self.config.vocab_size), bad));
+        }
+        Ok(())
+    }
+
+    fn check_state(&self, state: Option<&State<F>>, batch: usize) -> Result<()> {
+        if let Some(s) = state {
+            let st = self.rnn.config().state_shape(batch);
+            check_shape("state h", &st, s.h.shape())?;
+            match (&s.c, self.config.cell.has_cell_state()) {
+                (Some(c), true) => check_shape("state c", &st, c.shape())?,
+                (None, true) => return Err(Error::State("state: an LSTM state needs both h and c".into())),
+                (Some(_), false) => return Err(Error::State(format!("state: a {} model has no cell state c", self.config.cell))),
+                (None, false) => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn embed(&self, ids: &ArrayView2<'_, usize>) -> Result<Option<Array3<F>>> {
+        let (t, b) = ids.dim();
+        match &self.embedding {
+            None => Ok(None),
+            Some(e) => {
+                let flat: Vec<usize> = ids.iter().copied().collect();
+                let x = e.forward(&flat)?;
+                let width = x.ncols();
+                Ok(Some(x.into_shape_with_order((t, b, width)).expect("(T, B, E)")))
+            }
+        }
+    }
+
+    /// Logits `(T, B, V)` for `ids: (T, B)` and the final state (inference: no dropout).
+    pub fn logits(&self, ids: ArrayView2<'_, usize>, state: Option<&State<F>>) -> Result<(Array3<F>, State<F>)> {
+        self.check_ids("ids", &ids)?;
+        self.check_state(state, ids.ncols())?;
+        let (t, b) = ids.dim();
+        let (h0, c0) = split_state(state);
+        let out = match self.embed(&ids)? {
+            Some(x) => self.rnn.forward(x.view(), h0, c0)?,
+            None => self.rnn.forward_tokens(ids, h0, c0)?,
+        };
+        let hs = self.config.hidden_size;
+        let y = out.y.into_shape_with_order((t * b, hs)).expect("(T*B, H)");
+        let logits = self.linear.forward(y.view())?;
+        let v = self.config.vocab_size;
+        Ok((logits.into_shape_with_order((t, b, v)).expect("(T, B, V)"), State { h: out.h_n, c: out.c_n }))
+    }
+
+    /// Mean cross-entropy of predicting `targets` from `inputs` (both `(T, B)`), and the final state.
+    pub fn evaluate(
+        &self,
+        inputs: ArrayView2<'_, usize>,
+        targets: ArrayView2<'_, usize>,
+        state: Option<&State<F>>,
+    ) -> Result<(f64, State<F>)> {
+        check_shape("targets", inputs.shape(), targets.shape())?;
+        self.check_ids("targets", &targets)?;
+        let (logits, st) = self.logits(inputs, state)?;
+        let (t, b, v) = logits.dim();
+        let flat: Vec<usize> = targets.iter().copied().collect();
+        let (loss, _) = cross_entropy(logits.into_shape_with_order((t * b, v)).expect("2-D").view(), &flat)?;
+        Ok((loss, st))
+    }
+
+    /// Forward (training mode), loss and backward: gradients are **added** to the stored ones.
+    /// Returns the mean loss and the final state.
+    pub fn loss_and_grad(
+        &mut self,
+        inputs: ArrayView2<'_, usize>,
+        targets: ArrayView2<'_, usize>,
+        state: Option<&State<F>>,
+    ) -> Result<(f64, State<F>)> {
+        check_shape("targets", inputs.shape(), targets.shape())?;
+        self.check_ids("inputs", &inputs)?;
+        self.check_ids("targets", &targets)?;
+        self.check_state(state, inputs.ncols())?;
+        let (t, b) = inputs.dim();
+        let (h0, c0) = split_state(state);
+        let x = self.embed(&inputs)?;
+        let (out, tape) = match &x {
+            Some(x) => self.rnn.forward_train(x.view(), h0, c0)?,
+            None => self.rnn.forward_train_tokens(inputs, h0, c0)?,
+        };
+        let hs = self.config.hidden_size;
+        let y = out.y.into_shape_with_order((t * b, hs)).expect("(T*B, H)");
+        let logits = self.linear.forward(y.view())?;
+        let flat_targets: Vec<usize> = targets.iter().copied().collect();
+        let (loss, dlogits) = cross_entropy(logits.view(), &flat_targets)?;
+        let dy = self.linear.backward(y.view(), dlogits.view());
+        let dy = dy.into_shape_with_order((t, b, hs)).expect("(T, B, H)");
+        let g = self.rnn.backward(&tape, dy.view(), None, None)?;
+        if let (Some(e), Some(dx)) = (self.embedding.as_mut(), g.dx) {
+            let flat: Vec<usize> = inputs.iter().copied().collect();
+            let width = dx.shape()[2];
+            e.backward(&flat, dx.into_shape_with_order((t * b, width)).expect("2-D").view());
+        }
+        Ok((loss, State { h: out.h_n, c: out.c_n }))
+    }
+
+    /// One complete training step: zero the gradients, forward, loss, backward, clip the global
+    /// gradient norm to `clip` (if given), and update with `optimizer`.
+    ///
+    /// If the loss or the gradient norm is not finite, the parameters are left unchanged and
+    /// `Error::NonFinite` is returned (the caller decides to stop or skip).
+    pub fn train_step(
+        &mut self,
+        inputs: ArrayView2<'_, usize>,
+        targets: ArrayView2<'_, usize>,
+        state: Option<&State<F>>,
+        clip: Option<f64>,
+        optimizer: &mut Optimizer<F>,
+    ) -> Result<(StepStats, State<F>)> {
+        if let Some(c) = clip {
+            if !(c.is_finite() && c > 0.0) {
+                return Err(invalid("clip", "a finite number > 0", c));
+            }
+        }
+        self.zero_grad();
+        let (loss, st) = self.loss_and_grad(inputs, targets, state)?;
+        let grad_norm = match clip {
+            Some(c) => clip_grad_norm(self, c),
+            None => crate::optim::grad_norm(self),
+        };
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(Error::NonFinite(format!(
+                "training step {}: loss {loss}, gradient norm {grad_norm}; parameters left unchanged",
+                optimizer.steps() + 1
+            )));
+        }
+        optimizer.step(self);
+        Ok((StepStats { loss, grad_norm, tokens: inputs.len() }, st))
+    }
+}
+
+fn split_state<F>(state: Option<&State<F>>) -> (Option<ArrayView3<'_, F>>, Option<ArrayView3<'_, F>>) {
+    match state {
+        Some(s) => (Some(s.h.view()), s.c.as_ref().map(|c| c.view())),
+        None => (None, None),
+    }
+}
+
+impl<F: Element> Module<F> for LanguageModel<F> {
+    fn visit(&self, f: &mut dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>)) {
+        if let Some(e) = &self.embedding {
+            e.visit(&mut |n, p, g| f(&format!("embedding.{n}"), p, g));
+        }
+        self.rnn.visit(&mut |n, p, g| f(&format!("rnn.{n}"), p, g));
+        self.linear.visit(&mut |n, p, g| f(&format!("linear.{n}"), p, g));
+    }
+    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>)) {
+        if let Some(e) = &mut self.embedding {
+            e.visit_mut(&mut |n, p, g| f(&format!("embedding.{n}"), p, g));
+        }
+        self.rnn.visit_mut(&mut |n, p, g| f(&format!("rnn.{n}"), p, g));
+        self.linear.visit_mut(&mut |n, p, g| f(&format!("linear.{n}"), p, g));
+    }
+}
