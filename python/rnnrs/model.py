@@ -177,3 +177,17 @@ class LanguageModel:
 
     def zero_grad(self) -> None:
         self._core.zero_grad()
+
+    # ------------------------------------------------------------------------------------------ files
+    def save(self, directory: Any, tokenizer: Any = None, info: Optional[Mapping[str, Any]] = None,
+             dtype: Any = None) -> str:
+        """Write ``directory/model.safetensors`` (weights, config, tokenizer, info) atomically; see
+        :func:`rnnrs.checkpoint.save_model`. Returns the file's path."""
+        from .checkpoint import save_model
+        return save_model(directory, self, tokenizer, info, dtype)
+
+    @classmethod
+    def load(cls, path: Any) -> "LanguageModel":
+        """Load a model saved by :meth:`save` (or the model of a training run's directory)."""
+        from .checkpoint import load_model
+        return load_model(path)[0]

@@ -46,12 +46,13 @@ import itertools
 import json
 import operator
 import os
-import tempfile
 import unicodedata
 from collections.abc import Iterable, Mapping
 from typing import Any, Optional, Union
 
 import numpy as np
+
+from ._atomic import atomic_write_text
 
 __all__ = [
     "Vocab",
@@ -112,42 +113,7 @@ def _check_bool(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def _atomic_write_text(path: PathLike, text: str) -> None:
-    """Write ``text`` as UTF-8 to ``path`` atomically.
-
-    Writes a temporary file in the destination directory, flushes and fsyncs
-    it, then ``os.replace``s it over ``path`` (atomic on POSIX and Windows),
-    so readers see either the old or the new complete file, never a torn one.
-    """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(
-        prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory
-    )
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    # Best effort: make the rename itself durable.
-    if hasattr(os, "O_DIRECTORY"):
-        try:
-            dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        except OSError:
-            return
-        try:
-            os.fsync(dfd)
-        except OSError:
-            pass
-        finally:
-            os.close(dfd)
+_atomic_write_text = atomic_write_text
 
 
 def _read_json_file(path: PathLike, what: str) -> str:
