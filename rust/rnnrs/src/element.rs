@@ -34,10 +34,24 @@ pub trait Element:
     fn sigmoid(self) -> Self {
         Self::one() / (Self::one() + (-self).exp())
     }
+    /// `x = sigmoid(x)` elementwise (vectorised for `f32`).
+    fn sigmoid_inplace(x: &mut [Self]) {
+        x.iter_mut().for_each(|v| *v = v.sigmoid());
+    }
+    /// `x = tanh(x)` elementwise (vectorised for `f32`).
+    fn tanh_inplace(x: &mut [Self]) {
+        x.iter_mut().for_each(|v| *v = v.tanh());
+    }
 }
 
 impl Element for f32 {
     const DTYPE: &'static str = "float32";
+    fn sigmoid_inplace(x: &mut [Self]) {
+        crate::activation::sigmoid_slice(x)
+    }
+    fn tanh_inplace(x: &mut [Self]) {
+        crate::activation::tanh_slice(x)
+    }
     #[inline]
     fn from_f64(x: f64) -> Self {
         x as f32

@@ -524,10 +524,32 @@ impl<F: Element> Module<F> for Recurrent<F> {
 
 /// `Err(NonFinite)` naming the first NaN/infinite entry of `a`.
 pub(crate) fn check_finite<F: Element>(what: &str, a: ArrayViewD<'_, F>) -> Result<()> {
+    // Fast path: a sum is NaN/Inf iff some element is (or it overflows, re-checked exactly below).
+    let fast = match a.as_slice_memory_order() {
+        Some(s) => all_finite(s),
+        None => a.iter().all(|v| v.is_finite()),
+    };
+    if fast {
+        return Ok(());
+    }
     match a.indexed_iter().find(|(_, v)| !v.is_finite()) {
         None => Ok(()),
         Some((idx, v)) => Err(Error::NonFinite(format!("{what}: expected finite values, got {v} at index {:?}", ndarray::Dimension::slice(&idx)))),
     }
+}
+
+/// Whether every value is finite: `v · 0` is NaN exactly for NaN/Inf `v`; eight independent
+/// accumulators let the loop vectorise.
+fn all_finite<F: Element>(s: &[F]) -> bool {
+    let mut acc = [F::zero(); 8];
+    let chunks = s.chunks_exact(8);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for k in 0..8 {
+            acc[k] += c[k] * F::zero();
+        }
+    }
+    acc.iter().all(|a| a.is_finite()) && rest.iter().all(|v| v.is_finite())
 }
 
 /// Inverted-dropout scale mask: each entry `0` with probability `p`, else `1/(1-p)`.

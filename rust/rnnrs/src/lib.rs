@@ -24,6 +24,7 @@
 //! # Ok::<(), rnnrs::Error>(())
 //! ```
 
+pub mod activation;
 pub mod cell;
 pub mod config;
 pub mod element;

@@ -9,22 +9,21 @@ use crate::element::Element;
 
 pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
     let h3 = 3 * hidden;
-    let batch = s.h.len() / hidden;
     let one = F::one();
-    for b in 0..batch {
-        let xw = &s.xw[b * h3..(b + 1) * h3];
-        let hw = &s.hw[b * h3..(b + 1) * h3];
-        let gates = &mut s.gates[b * h3..(b + 1) * h3];
-        let h_prev = &s.h_prev[b * hidden..(b + 1) * hidden];
-        let h = &mut s.h[b * hidden..(b + 1) * hidden];
+    let rows = s.gates.chunks_exact_mut(h3).zip(s.xw.chunks_exact(h3)).zip(s.hw.chunks_exact(h3));
+    for (((gates, xw), hw), (h, h_prev)) in rows.zip(s.h.chunks_exact_mut(hidden).zip(s.h_prev.chunks_exact(hidden))) {
+        let (rz, n) = gates.split_at_mut(2 * hidden);
+        for j in 0..2 * hidden {
+            rz[j] = xw[j] + hw[j];
+        }
+        F::sigmoid_inplace(rz);
+        let (r, z) = rz.split_at(hidden);
         for j in 0..hidden {
-            let r = (xw[j] + hw[j]).sigmoid();
-            let z = (xw[hidden + j] + hw[hidden + j]).sigmoid();
-            let n = (xw[2 * hidden + j] + r * hw[2 * hidden + j]).tanh();
-            gates[j] = r;
-            gates[hidden + j] = z;
-            gates[2 * hidden + j] = n;
-            h[j] = (one - z) * n + z * h_prev[j];
+            n[j] = xw[2 * hidden + j] + r[j] * hw[2 * hidden + j];
+        }
+        F::tanh_inplace(n);
+        for j in 0..hidden {
+            h[j] = (one - z[j]) * n[j] + z[j] * h_prev[j];
         }
     }
 }

@@ -5,12 +5,15 @@ use super::{Bwd, Fwd};
 use crate::element::Element;
 
 pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, relu: bool) {
-    for (((g, h), &x), &r) in s.gates.iter_mut().zip(s.h.iter_mut()).zip(s.xw).zip(s.hw) {
-        let a = x + r;
-        let v = if relu { a.max(F::zero()) } else { a.tanh() };
-        *g = v;
-        *h = v;
+    for ((g, &x), &r) in s.gates.iter_mut().zip(s.xw).zip(s.hw) {
+        *g = x + r;
     }
+    if relu {
+        s.gates.iter_mut().for_each(|g| *g = g.max(F::zero()));
+    } else {
+        F::tanh_inplace(s.gates);
+    }
+    s.h.copy_from_slice(s.gates);
 }
 
 pub(crate) fn backward<F: Element>(s: Bwd<'_, F>, relu: bool) {

@@ -1,1 +1,0 @@
-//! Benchmarks of rnnrs live in `benches/recurrent.rs`; this library is empty.
