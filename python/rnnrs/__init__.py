@@ -8,8 +8,10 @@ from . import _rnnrs
 from .dataset import LMBatches, random_batches, sequential_batches, split_train_val
 from ._rnnrs import NonFiniteError
 from .layers import GRU, LSTM, RNN
+from .checkpoint import CheckpointError, load_checkpoint
 from .model import LanguageModel
 from .tokenizer import CharTokenizer, Vocab, WordTokenizer, load_tokenizer
+from .trainer import StopTraining, TrainConfig, Trainer, TrainResult, train
 
 __version__: str = _rnnrs.__version__
 
@@ -19,6 +21,13 @@ __all__ = [
     "LSTM",
     "LanguageModel",
     "NonFiniteError",
+    "CheckpointError",
+    "load_checkpoint",
+    "train",
+    "Trainer",
+    "TrainConfig",
+    "TrainResult",
+    "StopTraining",
     "CharTokenizer",
     "WordTokenizer",
     "Vocab",

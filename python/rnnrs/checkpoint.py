@@ -6,12 +6,25 @@ tokenizer and free-form info — all JSON strings. Loading parses a JSON header 
 numbers; it can never execute code (no pickle anywhere). Truncated, corrupted, wrong-version or
 mismatched files raise :class:`CheckpointError` (a ``ValueError``) saying what is wrong; a missing
 file raises ``OSError``.
+
+A training run's directory also holds ``checkpoint.safetensors`` (``kind="checkpoint"``): the
+weights in the model's own dtype, the optimizer's tensors (``optim.<param>.<slot>``), the trainer's
+tensors (``trainer.*``: carried hidden state, per-step losses) and, in the metadata, the optimizer
+settings, the dropout stream position and the trainer's state as JSON — everything needed to
+continue the run bit-identically (:func:`save_checkpoint`, :func:`load_checkpoint`).
+
+Every file carries a ``checksum`` (SHA-256 over the metadata and all tensors), so a bit flip or a
+partial copy is reported instead of silently loading different weights. The format is documented
+in ``docs/checkpoint-format.md``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
 import numpy as np
@@ -21,12 +34,19 @@ from ._atomic import atomic_write_bytes
 from .model import LanguageModel
 from .tokenizer import tokenizer_from_json
 
-__all__ = ["CheckpointError", "FORMAT", "VERSION", "MODEL_FILE", "write_tensors", "read_tensors",
-           "save_model", "load_model", "model_file"]
+__all__ = ["CheckpointError", "FORMAT", "VERSION", "MODEL_FILE", "CHECKPOINT_FILE", "write_tensors",
+           "read_tensors", "save_model", "load_model", "model_file", "Checkpoint", "save_checkpoint",
+           "load_checkpoint", "checkpoint_file"]
 
 FORMAT = "rnnrs"
 VERSION = 1
 MODEL_FILE = "model.safetensors"
+CHECKPOINT_FILE = "checkpoint.safetensors"
+#: Metadata key of the SHA-256 over everything else in the file (see :func:`_digest`).
+CHECKSUM_KEY = "checksum"
+#: Tensor name prefixes that are not model weights.
+OPTIM_PREFIX = "optim."
+TRAINER_PREFIX = "trainer."
 #: Files larger than this are refused before reading (a model of ~500M float32 parameters).
 MAX_FILE_BYTES = 2 << 30
 
@@ -41,8 +61,22 @@ class CheckpointError(ValueError):
     """A model or checkpoint file exists but is not a valid rnnrs file (or does not fit the model)."""
 
 
+def _digest(raw: Any, metadata: Mapping[str, str]) -> str:
+    """``"sha256:<hex>"`` over the metadata (sorted, without the checksum itself) and the tensors
+    (sorted by name: name, dtype, shape, little-endian bytes)."""
+    h = hashlib.sha256()
+    for k in sorted(metadata):
+        if k != CHECKSUM_KEY:
+            h.update(json.dumps([k, metadata[k]], ensure_ascii=False).encode("utf-8"))
+    for name, dt, shape, buf in sorted(raw, key=lambda r: r[0]):
+        h.update(json.dumps([name, dt, list(shape), len(buf)]).encode("utf-8"))
+        h.update(buf)
+    return "sha256:" + h.hexdigest()
+
+
 def write_tensors(path: PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
-    """Write ``tensors`` and string ``metadata`` to ``path`` as safetensors, atomically."""
+    """Write ``tensors`` and string ``metadata`` to ``path`` as safetensors, atomically (the old
+    file, if any, survives any error), with a ``checksum`` metadata entry."""
     raw = []
     for name, a in tensors.items():
         a = np.asarray(a)
@@ -51,7 +85,9 @@ def write_tensors(path: PathLike, tensors: Mapping[str, np.ndarray], metadata: M
             raise TypeError(f"{name}: expected a float16/32/64, int32/64 or uint8 array, got {a.dtype}")
         a = np.ascontiguousarray(a, dtype=np.dtype(dt).newbyteorder("<"))
         raw.append((str(name), _DT[np.dtype(dt).newbyteorder("<")], list(a.shape), a.tobytes()))
-    data = _rnnrs.safetensors_dumps(raw, {str(k): str(v) for k, v in metadata.items()})
+    meta = {str(k): str(v) for k, v in metadata.items() if k != CHECKSUM_KEY}
+    meta[CHECKSUM_KEY] = _digest(raw, meta)
+    data = _rnnrs.safetensors_dumps(raw, meta)
     atomic_write_bytes(path, data)
 
 
@@ -68,6 +104,12 @@ def read_tensors(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]
         raw, meta = _rnnrs.safetensors_loads(data, path)
     except ValueError as e:
         raise CheckpointError(str(e)) from None
+    del data
+    if CHECKSUM_KEY in meta:
+        got = _digest(raw, meta)
+        if got != meta[CHECKSUM_KEY]:
+            raise CheckpointError(f"{path}: checksum mismatch (expected {meta[CHECKSUM_KEY]}, got {got}): "
+                                  "the file is corrupted (a flipped bit or an incomplete copy)")
     tensors = {name: np.frombuffer(buf, dtype=_NP[dt]).reshape(shape) for name, dt, shape, buf in raw}
     return tensors, dict(meta)
 
@@ -140,7 +182,8 @@ def model_from_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, str
         model = LanguageModel(**config)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from None
-    weights = {k: v for k, v in tensors.items() if "." in k and not k.startswith("optim.")}
+    weights = {k: v for k, v in tensors.items()
+               if "." in k and not k.startswith((OPTIM_PREFIX, TRAINER_PREFIX))}
     try:
         model.load_state_dict(weights)
     except (TypeError, ValueError) as e:
@@ -161,7 +204,127 @@ def model_from_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, str
 
 
 def load_model(path: PathLike) -> Tuple[LanguageModel, Any, Dict[str, Any]]:
-    """Load ``(model, tokenizer or None, info)`` from a model directory or ``.safetensors`` file."""
+    """Load ``(model, tokenizer or None, info)`` from a model directory or ``.safetensors`` file
+    (a training ``checkpoint.safetensors`` works too: its weights, without the training state)."""
     f = model_file(path)
     tensors, meta = read_tensors(f)
-    return model_from_tensors(tensors, meta, f)
+    kind = "checkpoint" if meta.get("kind") == "checkpoint" else "model"
+    return model_from_tensors(tensors, meta, f, kind)
+
+
+# ------------------------------------------------------------------------------ training checkpoints
+def checkpoint_file(path: PathLike) -> str:
+    """``path`` itself if it is a file, else ``path/checkpoint.safetensors``."""
+    path = os.fspath(path)
+    return os.path.join(path, CHECKPOINT_FILE) if os.path.isdir(path) else path
+
+
+@dataclass
+class Checkpoint:
+    """A training checkpoint as loaded by :func:`load_checkpoint`.
+
+    ``model`` has its weights, optimizer (settings, step count and moment tensors) and dropout
+    stream position restored; ``trainer`` is the trainer's JSON state; ``tensors`` are the
+    ``trainer.*`` tensors with the prefix removed (e.g. ``"loss"``, ``"state.h"``).
+    """
+
+    path: str
+    model: LanguageModel
+    tokenizer: Any
+    info: Dict[str, Any]
+    trainer: Dict[str, Any]
+    tensors: Dict[str, np.ndarray] = field(default_factory=dict)
+
+
+def _check_finite_weights(model: LanguageModel, what: str) -> Dict[str, np.ndarray]:
+    sd = model.state_dict()
+    for name, a in sd.items():
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"refusing to write {what}: parameter {name} has non-finite values (NaN/Inf); "
+                             "the previous file is kept")
+    return sd
+
+
+def save_checkpoint(directory: PathLike, model: LanguageModel, tokenizer: Any = None,
+                    trainer: Optional[Mapping[str, Any]] = None,
+                    tensors: Optional[Mapping[str, np.ndarray]] = None,
+                    info: Optional[Mapping[str, Any]] = None) -> str:
+    """Write ``directory/checkpoint.safetensors`` atomically and return its path.
+
+    Contents: the weights in the model's dtype; the optimizer's tensors as ``optim.<name>`` and its
+    settings and step count (metadata ``optimizer``); the dropout stream position (``dropout``);
+    ``trainer`` (a JSON-serialisable dict, metadata ``trainer``) and ``tensors`` (stored as
+    ``trainer.<name>``). Raises ``ValueError`` (and writes nothing) if a weight is NaN/Inf, and
+    ``OSError`` if the file cannot be written — the previous checkpoint then survives unchanged.
+    """
+    directory = os.fspath(directory)
+    os.makedirs(directory, exist_ok=True)
+    out: Dict[str, np.ndarray] = dict(_check_finite_weights(model, "a checkpoint"))
+    optim = None
+    if model.optimizer is not None:
+        steps, items = model._core.optimizer_state()
+        for name, a in items:
+            out[OPTIM_PREFIX + name] = a
+        optim = dict(model.optimizer, steps=int(steps))
+    for name, a in (tensors or {}).items():
+        out[TRAINER_PREFIX + name] = np.asarray(a)
+    meta = model_metadata(model, tokenizer, info, kind="checkpoint")
+    seed, calls = model._core.dropout_state()
+    meta["optimizer"] = json.dumps(optim, sort_keys=True)
+    meta["dropout"] = json.dumps({"seed": int(seed), "calls": int(calls)})
+    meta["trainer"] = json.dumps(_json_safe(dict(trainer or {})), sort_keys=True, ensure_ascii=False,
+                                 allow_nan=False)
+    path = os.path.join(directory, CHECKPOINT_FILE)
+    write_tensors(path, out, meta)
+    return path
+
+
+def _json_safe(x: Any) -> Any:
+    """NaN/Inf floats → None, so the metadata is strict JSON."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
+
+
+def _u64(obj: Any, key: str, path: str) -> int:
+    v = obj.get(key) if isinstance(obj, dict) else None
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 2 ** 64:
+        raise CheckpointError(f"{path}: expected {key!r} to be an integer in [0, 2^64), got {v!r}")
+    return v
+
+
+def load_checkpoint(path: PathLike) -> Checkpoint:
+    """Load a training checkpoint (a run directory or the ``.safetensors`` file itself) with the
+    model's optimizer and dropout stream restored. ``OSError`` if missing or unreadable,
+    :class:`CheckpointError` if corrupted, of another format/version/kind, or inconsistent."""
+    f = checkpoint_file(path)
+    tensors, meta = read_tensors(f)
+    model, tokenizer, info = model_from_tensors(tensors, meta, f, kind="checkpoint")
+    trainer = _json_meta(meta, "trainer", f)
+    if not isinstance(trainer, dict):
+        raise CheckpointError(f"{f}: expected the trainer state to be a JSON object, got {type(trainer).__name__}")
+    optim = _json_meta(meta, "optimizer", f)
+    if optim is not None:
+        if not isinstance(optim, dict):
+            raise CheckpointError(f"{f}: expected the optimizer settings to be a JSON object or null, "
+                                  f"got {type(optim).__name__}")
+        steps = _u64(optim, "steps", f)
+        try:
+            betas = optim.get("betas", [0.9, 0.999])
+            model.set_optimizer(optim["name"], optim["lr"], momentum=optim.get("momentum", 0.0),
+                                weight_decay=optim.get("weight_decay", 0.0), nesterov=optim.get("nesterov", False),
+                                betas=(betas[0], betas[1]), eps=optim.get("eps", 1e-8))
+            items = [(k[len(OPTIM_PREFIX):], v) for k, v in tensors.items() if k.startswith(OPTIM_PREFIX)]
+            model._core.load_optimizer_state(steps, items)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{f}: invalid optimizer state: {e}") from None
+    elif any(k.startswith(OPTIM_PREFIX) for k in tensors):
+        raise CheckpointError(f"{f}: optimizer tensors without optimizer settings")
+    dropout = _json_meta(meta, "dropout", f)
+    model._core.set_dropout_state(_u64(dropout, "seed", f), _u64(dropout, "calls", f))
+    extra = {k[len(TRAINER_PREFIX):]: v for k, v in tensors.items() if k.startswith(TRAINER_PREFIX)}
+    return Checkpoint(path=f, model=model, tokenizer=tokenizer, info=info, trainer=trainer, tensors=extra)

@@ -55,6 +55,11 @@ fn sigmoid_generic(x: &mut [f32]) {
 }
 
 #[inline(always)]
+fn exp_generic(x: &mut [f32]) {
+    x.iter_mut().for_each(|v| *v = exp_f32(*v));
+}
+
+#[inline(always)]
 fn tanh_generic(x: &mut [f32]) {
     x.iter_mut().for_each(|v| *v = tanh_f32(*v));
 }
@@ -68,6 +73,14 @@ mod x86 {
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tanh_avx512(x: &mut [f32]) {
         super::tanh_generic(x)
+    }
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn exp_avx512(x: &mut [f32]) {
+        super::exp_generic(x)
+    }
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn exp_avx2(x: &mut [f32]) {
+        super::exp_generic(x)
     }
     #[target_feature(enable = "avx2")]
     pub unsafe fn sigmoid_avx2(x: &mut [f32]) {
@@ -115,6 +128,18 @@ pub fn sigmoid_slice(x: &mut [f32]) {
     }
 }
 
+/// `x = e^x` elementwise (inputs below -87 give `e^-87`, above 88 give `e^88`).
+pub fn exp_slice(x: &mut [f32]) {
+    match isa() {
+        // SAFETY: the feature was detected at run time.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { x86::exp_avx512(x) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { x86::exp_avx2(x) },
+        _ => exp_generic(x),
+    }
+}
+
 /// `x = tanh(x)` elementwise.
 pub fn tanh_slice(x: &mut [f32]) {
     match isa() {
@@ -142,6 +167,12 @@ mod tests {
         sigmoid_slice(&mut s);
         let mut t = xs.clone();
         tanh_slice(&mut t);
+        let mut e: Vec<f32> = xs.iter().map(|v| v.clamp(-80.0, 80.0)).collect();
+        exp_slice(&mut e);
+        for (&x, &ev) in xs.iter().zip(&e) {
+            let want = (x.clamp(-80.0, 80.0) as f64).exp() as f32;
+            assert!(ulps(ev, want) <= 4, "exp({x}) = {ev}, want {want}");
+        }
         let (mut worst_s, mut worst_t) = (0i64, 0i64);
         for ((&x, &sv), &tv) in xs.iter().zip(&s).zip(&t) {
             let want_s = (1.0 / (1.0 + (-(x as f64)).exp())) as f32;
@@ -162,6 +193,10 @@ mod tests {
         let (mut a, mut b) = (xs.clone(), xs.clone());
         sigmoid_generic(&mut a);
         sigmoid_slice(&mut b);
+        assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
+        let (mut a, mut b) = (xs.clone(), xs.clone());
+        exp_generic(&mut a);
+        exp_slice(&mut b);
         assert!(a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()));
         let (mut a, mut b) = (xs.clone(), xs);
         tanh_generic(&mut a);

@@ -42,6 +42,10 @@ pub trait Element:
     fn tanh_inplace(x: &mut [Self]) {
         x.iter_mut().for_each(|v| *v = v.tanh());
     }
+    /// `x = exp(x)` elementwise (vectorised for `f32`; inputs are expected in about `[-87, 88]`).
+    fn exp_inplace(x: &mut [Self]) {
+        x.iter_mut().for_each(|v| *v = v.exp());
+    }
 }
 
 impl Element for f32 {
@@ -51,6 +55,9 @@ impl Element for f32 {
     }
     fn tanh_inplace(x: &mut [Self]) {
         crate::activation::tanh_slice(x)
+    }
+    fn exp_inplace(x: &mut [Self]) {
+        crate::activation::exp_slice(x)
     }
     #[inline]
     fn from_f64(x: f64) -> Self {

@@ -21,12 +21,13 @@ pub fn cross_entropy<F: Element>(logits: ArrayView2<'_, F>, targets: &[usize]) -
     let mut total = 0.0f64;
     for ((row, mut g), &t) in logits.axis_iter(Axis(0)).zip(grad.axis_iter_mut(Axis(0))).zip(targets) {
         let m = row.iter().fold(F::neg_infinity(), |a, &b| a.max(b));
-        let mut sum = F::zero();
-        for (gi, &x) in g.iter_mut().zip(row.iter()) {
-            let e = (x - m).exp();
-            *gi = e;
-            sum += e;
+        let gs = g.as_slice_mut().expect("contiguous row");
+        for (gi, &x) in gs.iter_mut().zip(row.iter()) {
+            // Below e^-80 a term cannot change the sum; clamping keeps the fast exp in range.
+            *gi = (x - m).max(F::from_f64(-80.0));
         }
+        F::exp_inplace(gs);
+        let sum = gs.iter().fold(F::zero(), |a, &b| a + b);
         total += (m + sum.ln() - row[t]).to_f64();
         let inv = F::from_f64(scale) / sum;
         g.iter_mut().for_each(|e| *e *= inv);

@@ -1,0 +1,194 @@
+"""Side-by-side timing of rnnrs, PyTorch (when importable) and the NumPy oracle, in one run.
+
+Same weights, same inputs; outputs (and, for forward+backward, input gradients) are checked equal
+before anything is timed. Each library is timed in its own block (never interleaved call by call:
+two thread pools in one process slow each other down), blocks alternate over several rounds, and
+the report gives medians and the ratio PyTorch/rnnrs (> 1 means rnnrs is faster).
+
+    python benches/compare.py                       # all configs, 2 threads
+    python benches/compare.py --threads 1 --config 'S|M$' --json
+    python benches/compare.py --mode fwd            # forward only
+
+PyTorch is never a dependency of rnnrs: install it in a separate venv together with rnnrs to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import sys
+import time
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help="threads for every library (default 2)")
+    p.add_argument("--config", default=".*", help="regex over config names (S, M, L, M-gru, M-rnn, M-bi, G256, G512)")
+    p.add_argument("--mode", choices=["fwd", "fwdbwd", "both"], default="both")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of blocks")
+    p.add_argument("--reps", type=int, default=5, help="timed calls per block")
+    p.add_argument("--no-torch", action="store_true")
+    p.add_argument("--no-numpy", action="store_true", help="skip the (slow, float64) NumPy oracle")
+    p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    return p.parse_args()
+
+
+ARGS = _parse()
+for var in ("RAYON_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+    os.environ[var] = str(ARGS.threads)
+for var in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"):
+    os.environ.pop(var, None)
+
+import numpy as np  # noqa: E402
+
+import rnnrs  # noqa: E402
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+try:
+    import oracle  # noqa: E402
+except ImportError:  # pragma: no cover
+    oracle = None
+try:
+    if ARGS.no_torch:
+        raise ImportError
+    import torch  # noqa: E402
+
+    torch.set_num_threads(ARGS.threads)
+except ImportError:
+    torch = None
+
+#            cell   input hidden layers bidi  batch seq
+CONFIGS = {
+    "S": ("lstm", 64, 128, 1, False, 32, 35),
+    "M": ("lstm", 256, 256, 2, False, 64, 64),
+    "L": ("lstm", 512, 512, 2, False, 64, 100),
+    "M-gru": ("gru", 256, 256, 2, False, 64, 64),
+    "M-rnn": ("rnn", 256, 256, 2, False, 64, 64),
+    "M-bi": ("lstm", 256, 256, 2, True, 64, 64),
+}
+GATES = {"lstm": 4, "gru": 3, "rnn": 1}
+MODE = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}
+
+
+def flops(cell, inp, hid, layers, bidi, batch, seq):
+    d = 2 if bidi else 1
+    return sum(2 * GATES[cell] * hid * ((inp if l == 0 else d * hid) + hid) * d * batch * seq for l in range(layers))
+
+
+def median_ms(fn, reps):
+    fn()  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times
+
+
+def build(name):
+    cell, inp, hid, layers, bidi, batch, seq = CONFIGS[name]
+    cls = {"lstm": rnnrs.LSTM, "gru": rnnrs.GRU, "rnn": rnnrs.RNN}[cell]
+    layer = cls(inp, hid, layers, bidirectional=bidi, dtype=np.float32, seed=0)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((seq, batch, inp)).astype(np.float32)
+    dy = rng.standard_normal((seq, batch, (2 if bidi else 1) * hid)).astype(np.float32)
+    return cell, layer, x, dy
+
+
+def rnnrs_fns(layer, x, dy, cell):
+    def fwd():
+        layer.eval()
+        return layer.forward(x)[0]
+
+    def fwdbwd():
+        layer.train()
+        layer.forward(x)
+        return layer.backward(dy)[0]
+
+    return fwd, fwdbwd
+
+
+def torch_fns(name, layer, x, dy, cell):
+    _, inp, hid, layers, bidi, _, _ = CONFIGS[name]
+    mod = {"lstm": torch.nn.LSTM, "gru": torch.nn.GRU, "rnn": torch.nn.RNN}[cell](inp, hid, layers, bidirectional=bidi)
+    with torch.no_grad():
+        for k, v in layer.state_dict().items():
+            getattr(mod, k).copy_(torch.from_numpy(v))
+    xt = torch.from_numpy(x)
+    dyt = torch.from_numpy(dy)
+
+    def fwd():
+        with torch.no_grad():
+            return mod(xt)[0].numpy()
+
+    def fwdbwd():
+        xg = xt.clone().requires_grad_(True)
+        y = mod(xg)[0]
+        y.backward(dyt)
+        mod.zero_grad(set_to_none=True)
+        return xg.grad.numpy()
+
+    return fwd, fwdbwd
+
+
+def numpy_fns(layer, x, dy, cell, name):
+    _, _, _, layers, bidi, _, _ = CONFIGS[name]
+    params = {k: v.astype(np.float64) for k, v in layer.state_dict().items()}
+    x64, dy64 = x.astype(np.float64), dy.astype(np.float64)
+
+    def fwd():
+        return oracle.rnn_forward(MODE[cell], params, x64, num_layers=layers, bidirectional=bidi)[0]
+
+    def fwdbwd():
+        return oracle.rnn_backward(MODE[cell], params, x64, None, None, layers, bidi, dy64)[0]
+
+    return fwd, fwdbwd
+
+
+def report(row):
+    if ARGS.json:
+        print(json.dumps(row), flush=True)
+        return
+    libs = " | ".join(f"{k} {row[k]:9.2f} ms" for k in ("rnnrs", "torch", "numpy") if row.get(k) is not None)
+    ratio = f"  torch/rnnrs {row['torch'] / row['rnnrs']:.2f}x" if row.get("torch") else ""
+    print(f"{row['config']:6} {row['mode']:7} {libs}  rnnrs {row['gflops']:.0f} GFLOP/s{ratio}", flush=True)
+
+
+def main():
+    modes = ["fwd", "fwdbwd"] if ARGS.mode == "both" else [ARGS.mode]
+    if not ARGS.json:
+        print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, threads={ARGS.threads}, "
+              f"rnnrs {rnnrs.__version__}, torch {torch.__version__ if torch else 'absent'}, numpy {np.__version__}")
+    for name in CONFIGS:
+        if not re.fullmatch(ARGS.config, name):
+            continue
+        cell, layer, x, dy = build(name)
+        impls = {"rnnrs": rnnrs_fns(layer, x, dy, cell)}
+        if torch is not None:
+            impls["torch"] = torch_fns(name, layer, x, dy, cell)
+        if oracle is not None and not ARGS.no_numpy:
+            impls["numpy"] = numpy_fns(layer, x, dy, cell, name)
+        for mi, mode in enumerate(modes):
+            ref = impls["rnnrs"][mi if len(modes) == 2 else ("fwd", "fwdbwd").index(mode)]()
+            fns = {}
+            for lib, pair in impls.items():
+                fn = pair[("fwd", "fwdbwd").index(mode)]
+                out = fn()
+                if not np.allclose(out, ref, rtol=1e-3, atol=1e-4):
+                    raise SystemExit(f"{name} {mode}: {lib} disagrees with rnnrs (max diff {np.abs(out - ref).max():.3g})")
+                fns[lib] = fn
+            times = {lib: [] for lib in fns}
+            for _ in range(ARGS.rounds):
+                for lib, fn in fns.items():
+                    times[lib] += median_ms(fn, 1 if lib == "numpy" else ARGS.reps)
+            med = {lib: statistics.median(t) for lib, t in times.items()}
+            f = flops(*CONFIGS[name]) * (3 if mode == "fwdbwd" else 1)
+            report({"config": name, "mode": mode, "threads": ARGS.threads, **med, "gflops": f / 1e6 / med["rnnrs"]})
+
+
+if __name__ == "__main__":
+    main()
