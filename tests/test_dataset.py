@@ -1,9 +1,5 @@
 """Tests for rnnrs.dataset (pure numpy; runs without the compiled extension)."""
 
-import importlib
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
@@ -11,24 +7,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 
-def _load(name):
-    """Import rnnrs.<name>; if the package (or its extension) is unavailable,
-    load python/rnnrs/<name>.py directly as a standalone module."""
-    try:
-        return importlib.import_module(f"rnnrs.{name}")
-    except ImportError:
-        modname = f"_rnnrs_standalone_{name}"
-        if modname in sys.modules:
-            return sys.modules[modname]
-        path = pathlib.Path(__file__).resolve().parents[1] / "python" / "rnnrs" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(modname, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-ds = _load("dataset")
+import rnnrs.dataset as ds  # noqa: E402
 LMBatches = ds.LMBatches
 FAST = settings(max_examples=40, deadline=None)
 SCHEMES = ["random", "sequential"]

@@ -1,14 +1,10 @@
 """Tests for rnnrs.tokenizer (pure Python + numpy; runs without the compiled extension)."""
 
 import collections
-import importlib
-import importlib.util
 import json
 import os
-import pathlib
 import random
 import re
-import sys
 import time
 import unicodedata
 
@@ -18,24 +14,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 
-def _load(name):
-    """Import rnnrs.<name>; if the package (or its extension) is unavailable,
-    load python/rnnrs/<name>.py directly as a standalone module."""
-    try:
-        return importlib.import_module(f"rnnrs.{name}")
-    except ImportError:
-        modname = f"_rnnrs_standalone_{name}"
-        if modname in sys.modules:
-            return sys.modules[modname]
-        path = pathlib.Path(__file__).resolve().parents[1] / "python" / "rnnrs" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(modname, path)
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules[modname] = mod
-        spec.loader.exec_module(mod)
-        return mod
-
-
-tk = _load("tokenizer")
+import rnnrs.tokenizer as tk  # noqa: E402
 Vocab, CharTokenizer, WordTokenizer = tk.Vocab, tk.CharTokenizer, tk.WordTokenizer
 
 FAST = settings(max_examples=40, deadline=None)
