@@ -2,9 +2,9 @@
 
 use crate::element::Element;
 use crate::error::{invalid, Result};
-use crate::module::Module;
+use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
-use ndarray::{Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
+use ndarray::{Array2, ArrayView2, Axis};
 
 /// A table of `num_embeddings` vectors of size `dim`, initialised `N(0, 1)` like PyTorch.
 #[derive(Clone, Debug)]
@@ -55,10 +55,10 @@ impl<F: Element> Embedding<F> {
 }
 
 impl<F: Element> Module<F> for Embedding<F> {
-    fn visit(&self, f: &mut dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>)) {
+    fn visit(&self, f: &mut Visitor<'_, F>) {
         f("weight", self.weight.view().into_dyn(), self.grad.view().into_dyn());
     }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>)) {
+    fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
         f("weight", self.weight.view_mut().into_dyn(), self.grad.view_mut().into_dyn());
     }
 }

@@ -13,9 +13,9 @@ use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
 use crate::linalg::gemm;
-use crate::module::Module;
+use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
-use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMutD, Axis};
+use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewD, Axis};
 
 /// Stream tag for parameter initialisation.
 const INIT_STREAM: u64 = 1;
@@ -500,7 +500,7 @@ impl<F: Element> Recurrent<F> {
 }
 
 impl<F: Element> Module<F> for Recurrent<F> {
-    fn visit(&self, f: &mut dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>)) {
+    fn visit(&self, f: &mut Visitor<'_, F>) {
         let d = self.config.directions();
         for (i, (p, g)) in self.params.iter().zip(&self.grads).enumerate() {
             let sfx = format!("_l{}{}", i / d, RecurrentConfig::dir_suffix(i % d));
@@ -510,7 +510,7 @@ impl<F: Element> Module<F> for Recurrent<F> {
             f(&format!("bias_hh{sfx}"), p.bias_hh.view().into_dyn(), g.bias_hh.view().into_dyn());
         }
     }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>)) {
+    fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
         let d = self.config.directions();
         for (i, (p, g)) in self.params.iter_mut().zip(self.grads.iter_mut()).enumerate() {
             let sfx = format!("_l{}{}", i / d, RecurrentConfig::dir_suffix(i % d));

@@ -3,9 +3,9 @@
 use crate::element::Element;
 use crate::error::{check_shape, invalid, Result};
 use crate::linalg::gemm;
-use crate::module::Module;
+use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
-use ndarray::{Array1, Array2, ArrayView2, ArrayViewD, ArrayViewMutD, Axis};
+use ndarray::{Array1, Array2, ArrayView2, Axis};
 
 /// `y = x · Wᵀ + b` with `W: (out, in)`, `b: (out,)`; init `U(-1/√in, 1/√in)` like PyTorch.
 #[derive(Clone, Debug)]
@@ -60,11 +60,11 @@ impl<F: Element> Linear<F> {
 }
 
 impl<F: Element> Module<F> for Linear<F> {
-    fn visit(&self, f: &mut dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>)) {
+    fn visit(&self, f: &mut Visitor<'_, F>) {
         f("weight", self.weight.view().into_dyn(), self.grad_weight.view().into_dyn());
         f("bias", self.bias.view().into_dyn(), self.grad_bias.view().into_dyn());
     }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>)) {
+    fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
         f("weight", self.weight.view_mut().into_dyn(), self.grad_weight.view_mut().into_dyn());
         f("bias", self.bias.view_mut().into_dyn(), self.grad_bias.view_mut().into_dyn());
     }

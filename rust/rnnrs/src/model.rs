@@ -9,10 +9,10 @@ use crate::error::{check_shape, invalid, Error, Result};
 use crate::layer::Recurrent;
 use crate::linear::Linear;
 use crate::loss::cross_entropy;
-use crate::module::Module;
+use crate::module::{Module, Visitor, VisitorMut};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rng::mix;
-use ndarray::{Array3, ArrayView2, ArrayView3, ArrayViewD, ArrayViewMutD};
+use ndarray::{Array3, ArrayView2, ArrayView3};
 
 /// Sizes of a [`LanguageModel`].
 #[derive(Clone, Debug, PartialEq)]
@@ -267,14 +267,14 @@ fn split_state<F>(state: Option<&State<F>>) -> (Option<ArrayView3<'_, F>>, Optio
 }
 
 impl<F: Element> Module<F> for LanguageModel<F> {
-    fn visit(&self, f: &mut dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>)) {
+    fn visit(&self, f: &mut Visitor<'_, F>) {
         if let Some(e) = &self.embedding {
             e.visit(&mut |n, p, g| f(&format!("embedding.{n}"), p, g));
         }
         self.rnn.visit(&mut |n, p, g| f(&format!("rnn.{n}"), p, g));
         self.linear.visit(&mut |n, p, g| f(&format!("linear.{n}"), p, g));
     }
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>)) {
+    fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
         if let Some(e) = &mut self.embedding {
             e.visit_mut(&mut |n, p, g| f(&format!("embedding.{n}"), p, g));
         }

@@ -6,12 +6,17 @@ use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
 use ndarray::{ArrayD, ArrayViewD, ArrayViewMutD};
 
+/// Callback of [`Module::visit`]: `(name, parameter, gradient)`.
+pub type Visitor<'a, F> = dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>) + 'a;
+/// Callback of [`Module::visit_mut`]: `(name, parameter, gradient)`, mutable.
+pub type VisitorMut<'a, F> = dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>) + 'a;
+
 /// Something with named parameters and gradients of the same shapes.
 pub trait Module<F: Element> {
     /// Visit every `(name, parameter, gradient)` in a fixed order.
-    fn visit(&self, f: &mut dyn FnMut(&str, ArrayViewD<'_, F>, ArrayViewD<'_, F>));
+    fn visit(&self, f: &mut Visitor<'_, F>);
     /// Visit every `(name, parameter, gradient)` mutably, in the same order as [`Module::visit`].
-    fn visit_mut(&mut self, f: &mut dyn FnMut(&str, ArrayViewMutD<'_, F>, ArrayViewMutD<'_, F>));
+    fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>);
 
     /// Parameter names in order.
     fn param_names(&self) -> Vec<String> {
