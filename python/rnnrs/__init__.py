@@ -5,8 +5,10 @@ language modelling live in :mod:`rnnrs.tokenizer` and :mod:`rnnrs.dataset`.
 """
 
 from . import _rnnrs
+from . import interop
 from .dataset import LMBatches, random_batches, sequential_batches, split_train_val
 from ._rnnrs import NonFiniteError
+from .generate import LyricGenerator, UnknownTokenWarning
 from .layers import GRU, LSTM, RNN
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import LanguageModel
@@ -20,6 +22,9 @@ __all__ = [
     "GRU",
     "LSTM",
     "LanguageModel",
+    "LyricGenerator",
+    "UnknownTokenWarning",
+    "interop",
     "NonFiniteError",
     "CheckpointError",
     "load_checkpoint",

@@ -17,11 +17,14 @@ Gradients accumulate across ``backward`` calls until :meth:`zero_grad`, as in Py
 from __future__ import annotations
 
 import numbers
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
 import numpy as np
 
 from . import _rnnrs
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 __all__ = ["RNN", "GRU", "LSTM"]
 
@@ -57,6 +60,17 @@ class _Recurrent:
     """Shared implementation of RNN, GRU and LSTM (see the module docstring for shapes)."""
 
     _cell = ""
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    batch_first: bool
+    dropout: float
+    seed: int
+    training: bool
+    dtype: np.dtype[Any]
+    _core: _rnnrs.Recurrent
+    _last_tb: Optional[Tuple[int, int]]
 
     def __init__(
         self,
@@ -138,9 +152,10 @@ class _Recurrent:
     def _backward(self, dy: Any, dh_n: Any, dc_n: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         if not self.training:
             raise ValueError("backward: expected a forward in training mode, got a layer in eval mode (call train())")
-        if getattr(self, "_last_tb", None) is None:
+        last_tb: Optional[Tuple[int, int]] = getattr(self, "_last_tb", None)
+        if last_tb is None:
             raise ValueError("backward: expected a preceding forward in training mode, got none")
-        t, b = self._last_tb
+        t, b = last_tb
         dh = self.num_directions * self.hidden_size
         expected = (b, t, dh) if self.batch_first else (t, b, dh)
         dy = self._array("dy", dy, str(expected))
@@ -152,7 +167,7 @@ class _Recurrent:
         return self._out(dx), dh0, dc0
 
     # ----------------------------------------------------------------------------------------------
-    def train(self, mode: bool = True) -> "_Recurrent":
+    def train(self, mode: bool = True) -> Self:
         """Training mode (dropout on; forward keeps what backward needs). Returns ``self``."""
         self.training = bool(mode)
         if not self.training:
@@ -160,7 +175,7 @@ class _Recurrent:
             self._last_tb = None
         return self
 
-    def eval(self) -> "_Recurrent":
+    def eval(self) -> Self:
         """Inference mode: no dropout, nothing kept for backward. Returns ``self``."""
         return self.train(False)
 
@@ -196,6 +211,32 @@ class _Recurrent:
     def num_parameters(self) -> int:
         """Number of trainable scalars."""
         return sum(a.size for a in self.state_dict().values())
+
+    # ------------------------------------------------------------------- interchange (see rnnrs.interop)
+    @classmethod
+    def from_torch(cls, module: Any, dtype: Any = None, *, seed: int = 0) -> Self:
+        """The layer equivalent to ``module`` (a ``torch.nn.RNN``/``GRU``/``LSTM`` of this class's
+        kind): its configuration, weights and training mode; ``dtype`` None keeps the module's
+        (float32 or float64). ``ValueError`` for ``proj_size > 0`` or ``bias=False``.
+        See :func:`rnnrs.interop.from_torch`."""
+        from . import interop
+        return interop.from_torch(module, dtype, seed=seed, expected=cls)  # type: ignore[return-value]
+
+    def to_torch(self, device: Any = None) -> Any:
+        """An equivalent ``torch.nn.RNN``/``GRU``/``LSTM`` holding copies of the weights (same
+        dtype, ``batch_first``, ``dropout``, training mode). See :func:`rnnrs.interop.to_torch`."""
+        from . import interop
+        return interop.to_torch(self, device)
+
+    @classmethod
+    def from_keras(cls, weights: Any, **kwargs: Any) -> Self:
+        """The layer from Keras ``get_weights()`` arrays, one list per stacked layer (kernels
+        ``(I, G*H)``, transposed and gate-reordered here). Keyword arguments as
+        :func:`rnnrs.interop.from_keras` (``bidirectional``, ``reset_after``, ``activation``,
+        ``batch_first=True``, ``dtype``, ...)."""
+        from . import interop
+        cell = "lstm" if issubclass(cls, LSTM) else "gru" if issubclass(cls, GRU) else "rnn"
+        return interop.from_keras(cell, weights, expected=cls, **kwargs)  # type: ignore[return-value]
 
     def __repr__(self) -> str:
         extra = "".join(
@@ -256,12 +297,14 @@ class LSTM(_Recurrent):
         """``x (T, B, I)`` → ``(y (T, B, D*H), (h_n, c_n))``, states ``(L*D, B, H)``."""
         h0, c0 = _pair("state", state)
         y, h_n, c_n = self._forward(x, h0, c0)
+        assert c_n is not None  # an LSTM always returns its cell state
         return y, (h_n, c_n)
 
     def backward(self, dy: Any, state_grads: Optional[Tuple[Any, Any]] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
         """``dy (T, B, D*H)``, ``(dh_n, dc_n)`` or None → ``(dx, (dh0, dc0))``."""
         dh_n, dc_n = _pair("state_grads", state_grads)
         dx, dh0, dc0 = self._backward(dy, dh_n, dc_n)
+        assert dc0 is not None  # an LSTM always returns the cell-state gradient
         return dx, (dh0, dc0)
 
     __call__ = forward

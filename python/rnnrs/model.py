@@ -191,3 +191,56 @@ class LanguageModel:
         """Load a model saved by :meth:`save` (or the model of a training run's directory)."""
         from .checkpoint import load_model
         return load_model(path)[0]
+
+    # -------------------------------------------------------------------------------------- sampling
+    def sample(self, prefix_ids: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
+               top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (), seed: int = 0,
+               greedy: bool = False, return_logprobs: bool = False) -> Any:
+        """Generate up to ``length`` new token ids after ``prefix_ids`` (1-D, non-empty) in one Rust call.
+
+        Returns the new ids only (int64 ``(n,)``, ``n == length`` unless a ``stop_tokens`` id was
+        generated — it is included); with ``return_logprobs=True``, ``(ids, logprobs)`` where
+        ``logprobs[t]`` (float64) is the model's log-probability of ``ids[t]`` (its log-softmax, before
+        penalty, temperature and filtering). ``temperature=0`` or ``greedy=True`` is argmax decoding (the
+        d2l book's ``predict``); ``top_k``/``top_p`` filter, ``repetition_penalty`` is CTRL's; see
+        :mod:`rnnrs.generate`. Same prefix, options and ``seed`` ⇒ the same ids, on any number of threads.
+        """
+        from .generate import prefix_array, sampling_options, _seed
+        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy)
+        prefix = prefix_array("prefix_ids", prefix_ids, self.vocab_size)
+        ((ids, logprobs, _),) = _rnnrs.sample(self._core, [prefix], [_seed("seed", seed)], **opts)
+        return (ids, logprobs) if return_logprobs else ids
+
+    def sample_many(self, prefixes: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
+                    top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (),
+                    seed: int = 0, greedy: bool = False, return_logprobs: bool = False) -> Any:
+        """:meth:`sample` for a list of prefixes (lengths may differ), stepped together as one batch.
+
+        Sequence ``i`` uses seed ``seed + i``, so its result equals
+        ``sample(prefixes[i], ..., seed=seed + i)``. Returns a list of id arrays (of
+        ``(ids, logprobs)`` with ``return_logprobs=True``).
+        """
+        from .generate import prefix_array, sampling_options, _seed
+        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy)
+        if isinstance(prefixes, (str, bytes, np.ndarray)) or not hasattr(prefixes, "__len__"):
+            raise TypeError(f"prefixes: expected a list of 1-D token id arrays, got {type(prefixes).__name__}")
+        arrays = [prefix_array(f"prefixes[{i}]", p, self.vocab_size) for i, p in enumerate(prefixes)]
+        seed = _seed("seed", seed)
+        if seed + max(len(arrays) - 1, 0) >= 2**64:
+            raise ValueError(f"seed: expected seed + len(prefixes) - 1 < 2**64, got seed {seed}")
+        if not arrays:
+            return []
+        out = _rnnrs.sample(self._core, arrays, [seed + i for i in range(len(arrays))], **opts)
+        return [(ids, lps) if return_logprobs else ids for ids, lps, _ in out]
+
+    def beam_search(self, prefix_ids: Any, length: int = 100, beam_width: int = 4,
+                    return_logprobs: bool = False) -> Any:
+        """The most probable continuation of ``length`` tokens found by a beam search of
+        ``beam_width`` beams: ``(ids, total_logprob)`` (``(ids, total_logprob, logprobs)`` with
+        ``return_logprobs=True``). Width 1 is greedy decoding; the result is never less probable than
+        greedy decoding's. Deterministic (no seed)."""
+        from .generate import prefix_array, _int
+        prefix = prefix_array("prefix_ids", prefix_ids, self.vocab_size)
+        ids, logprobs, total = _rnnrs.beam_search(self._core, prefix, _int("beam_width", beam_width, 1),
+                                                  _int("length", length, 0))
+        return (ids, float(total), logprobs) if return_logprobs else (ids, float(total))

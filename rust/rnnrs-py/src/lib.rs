@@ -5,6 +5,7 @@ mod convert;
 mod io;
 mod model;
 mod recurrent;
+mod sample;
 
 use pyo3::prelude::*;
 
@@ -19,6 +20,8 @@ mod _rnnrs {
     use crate::model::LanguageModel;
     #[pymodule_export]
     use crate::recurrent::Recurrent;
+    #[pymodule_export]
+    use crate::sample::{beam_search, sample, Sampler};
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {

@@ -39,6 +39,7 @@ pub mod model;
 pub mod module;
 pub mod optim;
 pub mod rng;
+pub mod sample;
 
 pub use cell::CellKind;
 pub use config::RecurrentConfig;
@@ -51,3 +52,4 @@ pub use loss::cross_entropy;
 pub use model::{LanguageModel, LanguageModelConfig, State, StepStats};
 pub use module::Module;
 pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
+pub use sample::{beam_search, sample, Beam, SampleConfig, Sampled, Sampler};

@@ -1,0 +1,185 @@
+//! Generation: `sample`, `beam_search` and the streaming `Sampler` — extract, run the core's loop
+//! with the GIL released, convert. The loop itself is `rnnrs::sample`.
+
+use crate::convert::{detached, ids};
+use crate::model::{LanguageModel, LmInner};
+use numpy::{IntoPyArray, PyArray1};
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use rnnrs::SampleConfig;
+
+/// `(ids int64 (n,), logprobs float64 (n,))` of one sequence.
+type Seq<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
+/// `(ids, logprobs, stopped)` of one sampled sequence.
+type Sampled<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>, bool);
+/// `(ids, logprobs, total_logprob)` of a beam search.
+type BeamOut<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>, f64);
+
+fn seq_out<'py>(py: Python<'py>, ids: &[usize], logprobs: &[f64]) -> Seq<'py> {
+    let ids: Vec<i64> = ids.iter().map(|&i| i as i64).collect();
+    (ids.into_pyarray(py), logprobs.to_vec().into_pyarray(py))
+}
+
+/// Token-id prefixes from a list of 1-D int64 arrays.
+fn prefixes_in(prefixes: &Bound<'_, PyAny>) -> PyResult<Vec<Vec<usize>>> {
+    let items: Vec<Bound<'_, PyAny>> = prefixes
+        .extract()
+        .map_err(|_| PyTypeError::new_err("prefixes: expected a list of 1-D int64 arrays of token ids"))?;
+    items.iter().enumerate().map(|(i, p)| Ok(ids::<ndarray::Ix1>(p, &format!("prefixes[{i}]"), 1)?.to_vec())).collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn config(
+    length: usize,
+    temperature: f64,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+    repetition_penalty: f64,
+    stop_tokens: Vec<i64>,
+) -> PyResult<SampleConfig> {
+    if let Some(bad) = stop_tokens.iter().find(|&&t| t < 0) {
+        return Err(PyValueError::new_err(format!("stop token: expected an id >= 0, got {bad}")));
+    }
+    Ok(SampleConfig {
+        length,
+        temperature,
+        top_k,
+        top_p,
+        repetition_penalty,
+        stop_tokens: stop_tokens.into_iter().map(|t| t as usize).collect(),
+    })
+}
+
+/// Generate `length` new tokens after each prefix (sequence `i` from `seeds[i]`) in one batch.
+/// Returns `[(ids, logprobs, stopped)]`: new ids (int64), their model log-probabilities (float64)
+/// and whether the sequence ended on a stop token. `temperature=0` is greedy.
+#[pyfunction]
+#[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new()))]
+#[allow(clippy::too_many_arguments)]
+pub fn sample<'py>(
+    py: Python<'py>,
+    model: &LanguageModel,
+    prefixes: &Bound<'py, PyAny>,
+    seeds: Vec<u64>,
+    length: usize,
+    temperature: f64,
+    top_k: Option<usize>,
+    top_p: Option<f64>,
+    repetition_penalty: f64,
+    stop_tokens: Vec<i64>,
+) -> PyResult<Vec<Sampled<'py>>> {
+    let prefixes = prefixes_in(prefixes)?;
+    let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens)?;
+    let out = crate::model::with_lm!(&model.inner, l, T => {
+        let m = &l.model;
+        detached(py, || rnnrs::sample(m, &prefixes, &seeds, &cfg))?
+    });
+    Ok(out
+        .iter()
+        .map(|s| {
+            let (i, lp) = seq_out(py, &s.ids, &s.logprobs);
+            (i, lp, s.stopped)
+        })
+        .collect())
+}
+
+/// Beam search of `width` beams for `length` new tokens after `prefix` (1-D int64). Returns
+/// `(ids, logprobs, total_logprob)` of the best sequence (never less probable than greedy).
+#[pyfunction]
+#[pyo3(signature = (model, prefix, width, length))]
+pub fn beam_search<'py>(
+    py: Python<'py>,
+    model: &LanguageModel,
+    prefix: &Bound<'py, PyAny>,
+    width: usize,
+    length: usize,
+) -> PyResult<BeamOut<'py>> {
+    let prefix = ids::<ndarray::Ix1>(prefix, "prefix", 1)?.to_vec();
+    let beam = crate::model::with_lm!(&model.inner, l, T => {
+        let m = &l.model;
+        detached(py, || rnnrs::beam_search(m, &prefix, width, length))?
+    });
+    let (i, lp) = seq_out(py, &beam.ids, &beam.logprobs);
+    Ok((i, lp, beam.total_logprob))
+}
+
+enum Inner {
+    F32(rnnrs::Sampler<f32>),
+    F64(rnnrs::Sampler<f64>),
+}
+
+/// Streaming generation: `Sampler(model, prefixes, seeds, length, ...)` then `advance(n)` returns
+/// the tokens generated since the last call. Chunks never change the result: the concatenated
+/// pieces equal what `sample` returns with the same arguments.
+#[pyclass(module = "rnnrs._rnnrs")]
+pub struct Sampler {
+    model: Py<LanguageModel>,
+    inner: Inner,
+    /// Tokens of each sequence already returned by `advance`.
+    reported: Vec<usize>,
+}
+
+#[pymethods]
+impl Sampler {
+    #[new]
+    #[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new()))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        model: &Bound<'_, LanguageModel>,
+        prefixes: &Bound<'_, PyAny>,
+        seeds: Vec<u64>,
+        length: usize,
+        temperature: f64,
+        top_k: Option<usize>,
+        top_p: Option<f64>,
+        repetition_penalty: f64,
+        stop_tokens: Vec<i64>,
+    ) -> PyResult<Self> {
+        let prefixes = prefixes_in(prefixes)?;
+        let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens)?;
+        let inner = match &model.borrow().inner {
+            LmInner::F32(l) => Inner::F32(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),
+            LmInner::F64(l) => Inner::F64(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),
+        };
+        Ok(Sampler { model: model.clone().unbind(), inner, reported: vec![0; prefixes.len()] })
+    }
+
+    /// Generate until every unfinished sequence has `tokens` more new tokens (or finished), and
+    /// return, per sequence, `(ids, logprobs)` of the tokens not returned before.
+    fn advance<'py>(&mut self, py: Python<'py>, tokens: usize) -> PyResult<Vec<Seq<'py>>> {
+        let model = self.model.bind(py).borrow();
+        match (&model.inner, &mut self.inner) {
+            (LmInner::F32(l), Inner::F32(s)) => detached(py, || s.advance(&l.model, tokens))?,
+            (LmInner::F64(l), Inner::F64(s)) => detached(py, || s.advance(&l.model, tokens))?,
+            _ => return Err(PyValueError::new_err("Sampler: the model's dtype changed since the sampler was created")),
+        }
+        let mut out = Vec::with_capacity(self.reported.len());
+        for (i, done) in self.reported.iter_mut().enumerate() {
+            let (ids, lps) = match &self.inner {
+                Inner::F32(s) => (s.ids(i), s.logprobs(i)),
+                Inner::F64(s) => (s.ids(i), s.logprobs(i)),
+            };
+            out.push(seq_out(py, &ids[*done..], &lps[*done..]));
+            *done = ids.len();
+        }
+        Ok(out)
+    }
+
+    /// Whether every sequence is finished.
+    #[getter]
+    fn done(&self) -> bool {
+        match &self.inner {
+            Inner::F32(s) => s.is_done(),
+            Inner::F64(s) => s.is_done(),
+        }
+    }
+
+    /// Per sequence: whether it ended on a stop token.
+    #[getter]
+    fn stopped(&self) -> Vec<bool> {
+        match &self.inner {
+            Inner::F32(s) => (0..s.num_sequences()).map(|i| s.stopped(i)).collect(),
+            Inner::F64(s) => (0..s.num_sequences()).map(|i| s.stopped(i)).collect(),
+        }
+    }
+}

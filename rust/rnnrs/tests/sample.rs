@@ -1,0 +1,405 @@
+//! The sampling loop: determinism, greedy = argmax of the model's own logits, batch = one by one,
+//! chunked = whole, thread-count independence, filters, penalty, stop tokens, beam search, errors,
+//! and no allocation per step.
+
+use ndarray::Array2;
+use rnnrs::{
+    beam_search, sample, CellKind, Element, Error, LanguageModel, LanguageModelConfig, Optimizer, OptimizerConfig, SampleConfig,
+    Sampler,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+
+// ---------------------------------------------------------------- allocation counting (this thread)
+
+struct Counting;
+
+thread_local! {
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn bump() {
+    let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: forwards to the system allocator; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        bump();
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        bump();
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocations() -> usize {
+    ALLOCS.with(|c| c.get())
+}
+
+// ---------------------------------------------------------------------------------------- models
+
+fn config(cell: CellKind, embed: Option<usize>, vocab: usize, hidden: usize, layers: usize) -> LanguageModelConfig {
+    LanguageModelConfig { vocab_size: vocab, embed_size: embed, hidden_size: hidden, num_layers: layers, cell, dropout: 0.0 }
+}
+
+fn random<F: Element>(cell: CellKind, embed: Option<usize>, vocab: usize, hidden: usize, layers: usize) -> LanguageModel<F> {
+    LanguageModel::new(config(cell, embed, vocab, hidden, layers), 5).unwrap()
+}
+
+/// A small LSTM trained briefly on a repeating pattern, so its distributions are peaked.
+fn trained() -> LanguageModel<f32> {
+    let mut m = LanguageModel::<f32>::new(config(CellKind::Lstm, Some(8), 12, 24, 2), 1).unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::adam(0.02)).unwrap();
+    let pattern = [1usize, 2, 3, 4, 5, 1, 2, 6, 7, 8, 9, 10, 11];
+    let text: Vec<usize> = pattern.iter().cycle().take(200).copied().collect();
+    let (t, b) = (12, 8);
+    for step in 0..80 {
+        let x = Array2::from_shape_fn((t, b), |(i, j)| text[(step * 3 + j * 17 + i) % 180]);
+        let y = Array2::from_shape_fn((t, b), |(i, j)| text[(step * 3 + j * 17 + i) % 180 + 1]);
+        m.train_step(x.view(), y.view(), None, Some(1.0), &mut opt).unwrap();
+    }
+    m
+}
+
+/// Logits `(V,)` after feeding `ids`, from the model's own sequence forward pass.
+fn last_logits<F: Element>(m: &LanguageModel<F>, ids: &[usize]) -> Vec<f64> {
+    let x = Array2::from_shape_vec((ids.len(), 1), ids.to_vec()).unwrap();
+    let (lg, _) = m.logits(x.view(), None).unwrap();
+    lg.index_axis(ndarray::Axis(0), ids.len() - 1).iter().map(|&v| Element::to_f64(v)).collect()
+}
+
+fn log_softmax(l: &[f64]) -> Vec<f64> {
+    let m = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let lse = m + l.iter().map(|x| (x - m).exp()).sum::<f64>().ln();
+    l.iter().map(|x| x - lse).collect()
+}
+
+fn one(m: &LanguageModel<f32>, prefix: &[usize], seed: u64, cfg: &SampleConfig) -> Vec<usize> {
+    sample(m, &[prefix], &[seed], cfg).unwrap().remove(0).ids
+}
+
+// ----------------------------------------------------------------------------------------- tests
+
+#[test]
+fn same_seed_same_tokens_different_seeds_differ() {
+    let m = random::<f32>(CellKind::Lstm, Some(6), 30, 16, 2);
+    let cfg = SampleConfig::new(40).temperature(1.2);
+    let a = one(&m, &[1, 2, 3], 7, &cfg);
+    assert_eq!(a.len(), 40);
+    assert_eq!(a, one(&m, &[1, 2, 3], 7, &cfg));
+    assert_ne!(a, one(&m, &[1, 2, 3], 8, &cfg));
+}
+
+#[test]
+fn greedy_is_the_argmax_of_the_models_own_logits() {
+    for m in [trained(), random::<f32>(CellKind::Gru, None, 15, 10, 1)] {
+        let prefix = vec![1, 2, 3];
+        let out = sample(&m, &[&prefix], &[0], &SampleConfig::greedy(25)).unwrap().remove(0);
+        let mut seq = prefix.clone();
+        for (t, (&tok, &lp)) in out.ids.iter().zip(&out.logprobs).enumerate() {
+            let l = last_logits(&m, &seq);
+            let best = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            // The step kernel and the sequence pass round differently: equal up to rounding.
+            assert!(l[tok] >= best - 1e-5, "step {t}: picked {tok} ({}) but the max is {best}", l[tok]);
+            assert!((lp - log_softmax(&l)[tok]).abs() < 1e-4, "step {t}: logprob {lp} vs {}", log_softmax(&l)[tok]);
+            seq.push(tok);
+        }
+    }
+}
+
+#[test]
+fn greedy_f64_matches_argmax_exactly() {
+    let m = random::<f64>(CellKind::Lstm, Some(5), 20, 12, 2);
+    let out = sample(&m, &[[3usize, 4]], &[0], &SampleConfig::greedy(20)).unwrap().remove(0);
+    let mut seq = vec![3, 4];
+    for &tok in &out.ids {
+        let l = last_logits(&m, &seq);
+        let arg = (0..l.len()).fold(0, |b, i| if l[i] > l[b] { i } else { b });
+        assert_eq!(tok, arg);
+        seq.push(tok);
+    }
+}
+
+#[test]
+fn temperature_zero_and_tiny_temperature_are_greedy() {
+    let m = trained();
+    let greedy = one(&m, &[1, 2], 0, &SampleConfig::greedy(30));
+    for seed in 0..3 {
+        assert_eq!(one(&m, &[1, 2], seed, &SampleConfig::new(30).temperature(1e-6)), greedy);
+        // So small that logits / temperature overflow: the limit, greedy.
+        assert_eq!(one(&m, &[1, 2], seed, &SampleConfig::new(30).temperature(1e-300).top_p(0.5)), greedy);
+    }
+}
+
+#[test]
+fn a_batch_equals_each_sequence_alone() {
+    let models: Vec<LanguageModel<f32>> = vec![
+        trained(),
+        random(CellKind::Gru, Some(7), 40, 20, 2),
+        random(CellKind::RnnTanh, None, 25, 9, 3),
+        random(CellKind::RnnRelu, Some(3), 17, 5, 1),
+    ];
+    let prefixes: Vec<Vec<usize>> = vec![vec![1], vec![2, 3, 4, 5, 6, 7], vec![3, 3], vec![4, 1, 2], vec![5; 9]];
+    let seeds = [11, 12, 13, 14, 15];
+    let cfgs = [
+        SampleConfig::new(20),
+        SampleConfig::new(20).temperature(0.7).top_k(3).repetition_penalty(1.3),
+        SampleConfig::new(20).temperature(1.5).top_p(0.8).stop_tokens(vec![2]),
+        SampleConfig::greedy(20).repetition_penalty(2.0),
+    ];
+    for m in &models {
+        for cfg in &cfgs {
+            let batch = sample(m, &prefixes, &seeds, cfg).unwrap();
+            for (i, p) in prefixes.iter().enumerate() {
+                let alone = sample(m, &[p], &[seeds[i]], cfg).unwrap().remove(0);
+                assert_eq!(batch[i], alone, "sequence {i} with {cfg:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn f64_batch_equals_alone() {
+    let m = random::<f64>(CellKind::Lstm, Some(4), 33, 21, 2);
+    let prefixes = [vec![1usize, 2, 3], vec![9], vec![4, 4, 4, 4, 4]];
+    let cfg = SampleConfig::new(15).top_p(0.9);
+    let batch = sample(&m, &prefixes, &[1, 2, 3], &cfg).unwrap();
+    for i in 0..3 {
+        assert_eq!(batch[i], sample(&m, &[&prefixes[i]], &[i as u64 + 1], &cfg).unwrap().remove(0));
+    }
+}
+
+#[test]
+fn chunked_advance_equals_one_run() {
+    let m = trained();
+    let prefixes = [vec![1usize, 2, 3, 4], vec![6]];
+    let cfg = SampleConfig::new(33).temperature(0.9).top_k(5);
+    let whole = sample(&m, &prefixes, &[3, 4], &cfg).unwrap();
+    let mut s = Sampler::new(&m, &prefixes, &[3, 4], cfg).unwrap();
+    let mut calls = 0;
+    while !s.is_done() {
+        let before = s.ids(1).len();
+        s.advance(&m, 5).unwrap();
+        assert!(s.finished(1) || s.ids(1).len() >= before + 5);
+        calls += 1;
+    }
+    assert!(calls >= 7);
+    assert_eq!(s.into_samples(), whole);
+}
+
+#[test]
+fn results_do_not_depend_on_the_number_of_threads() {
+    // Large enough that the products and the per-sequence picks run in parallel.
+    let m = random::<f32>(CellKind::Lstm, Some(32), 2100, 64, 2);
+    let prefixes: Vec<Vec<usize>> = (0..8).map(|i| vec![i + 1; i + 1]).collect();
+    let seeds: Vec<u64> = (0..8).collect();
+    let cfg = SampleConfig::new(12).temperature(0.9).top_p(0.95);
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| (sample(&m, &prefixes, &seeds, &cfg).unwrap(), beam_search(&m, &[1, 2], 3, 8).unwrap()))
+    };
+    let base = run(1);
+    for t in [2, 3] {
+        assert_eq!(run(t), base, "{t} threads");
+    }
+}
+
+#[test]
+fn top_k_and_top_p_only_emit_allowed_tokens() {
+    let m = random::<f64>(CellKind::Lstm, Some(6), 40, 16, 1);
+    for (k, p, temp) in [(Some(3), None, 1.0), (None, Some(0.5), 1.0), (Some(10), Some(0.6), 0.7), (None, Some(0.3), 2.0)] {
+        let mut cfg = SampleConfig::new(40).temperature(temp);
+        cfg.top_k = k;
+        cfg.top_p = p;
+        let prefix = vec![1, 2];
+        let out = sample(&m, &[&prefix], &[9], &cfg).unwrap().remove(0);
+        let mut seq = prefix.clone();
+        for &tok in &out.ids {
+            let l = last_logits(&m, &seq);
+            let mut order: Vec<usize> = (0..l.len()).collect();
+            order.sort_by(|&a, &b| l[b].partial_cmp(&l[a]).unwrap().then(a.cmp(&b)));
+            let mut allowed: Vec<usize> = order[..k.unwrap_or(l.len())].to_vec();
+            if let Some(p) = p {
+                let z: Vec<f64> = allowed.iter().map(|&t| l[t] / temp).collect();
+                let mx = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let e: Vec<f64> = z.iter().map(|v| (v - mx).exp()).collect();
+                let total: f64 = e.iter().sum();
+                let mut cum = 0.0;
+                let mut keep = 0;
+                for &w in &e {
+                    if cum >= p * total + 1e-9 {
+                        break;
+                    }
+                    cum += w;
+                    keep += 1;
+                }
+                allowed.truncate(keep);
+            }
+            assert!(allowed.contains(&tok), "k={k:?} p={p:?}: {tok} not in {allowed:?}");
+            seq.push(tok);
+        }
+    }
+}
+
+#[test]
+fn logprobs_are_the_models_log_softmax() {
+    let m = trained();
+    let out = sample(&m, &[[1usize, 2, 3]], &[4], &SampleConfig::new(20).temperature(0.8).top_p(0.9)).unwrap().remove(0);
+    let mut seq = vec![1, 2, 3];
+    for (&tok, &lp) in out.ids.iter().zip(&out.logprobs) {
+        let want = log_softmax(&last_logits(&m, &seq))[tok];
+        assert!((lp - want).abs() < 1e-4, "{lp} vs {want}");
+        seq.push(tok);
+    }
+}
+
+#[test]
+fn stop_tokens_end_their_sequence_and_are_included() {
+    let m = trained();
+    let free = one(&m, &[1, 2], 0, &SampleConfig::greedy(30));
+    let stop = free[5];
+    let first = free.iter().position(|&t| t == stop).unwrap();
+    let out = sample(&m, &[[1usize, 2], [1, 2]], &[0, 0], &SampleConfig::greedy(30).stop_tokens(vec![stop])).unwrap();
+    assert_eq!(out[0].ids, free[..=first].to_vec());
+    assert!(out[0].stopped);
+    assert_eq!(out[0], out[1]);
+    let none = sample(&m, &[[1usize, 2]], &[0], &SampleConfig::greedy(30)).unwrap();
+    assert!(!none[0].stopped);
+}
+
+#[test]
+fn repetition_penalty_is_ctrl_style() {
+    for m in [trained(), random::<f32>(CellKind::Gru, Some(5), 16, 12, 1)] {
+        check_penalty(&m, 1.7);
+        check_penalty(&m, 0.6);
+    }
+    // On an untrained model (flat logits) the penalty changes the greedy path.
+    let m = random::<f32>(CellKind::Gru, Some(5), 16, 12, 1);
+    let plain = one(&m, &[1, 2, 3], 0, &SampleConfig::greedy(25));
+    assert_ne!(plain, one(&m, &[1, 2, 3], 0, &SampleConfig::greedy(25).repetition_penalty(1.7)));
+}
+
+/// Greedy with a penalty picks the argmax of the penalised logits of the model's own pass.
+fn check_penalty(m: &LanguageModel<f32>, r: f64) {
+    let prefix = vec![1, 2, 3];
+    let out = sample(m, &[&prefix], &[0], &SampleConfig::greedy(25).repetition_penalty(r)).unwrap().remove(0);
+    let mut seq = prefix.clone();
+    for &tok in &out.ids {
+        let mut l = last_logits(m, &seq);
+        let mut seen = seq.clone();
+        seen.sort();
+        seen.dedup();
+        for &t in &seen {
+            l[t] = if l[t] > 0.0 { l[t] / r } else { l[t] * r };
+        }
+        let best = l.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        assert!(l[tok] >= best - 1e-5, "picked {tok} ({}), best {best}", l[tok]);
+        seq.push(tok);
+    }
+}
+
+#[test]
+fn beam_width_one_is_greedy_and_wider_is_never_worse() {
+    for m in [trained(), random::<f32>(CellKind::Gru, Some(4), 18, 8, 2)] {
+        for prefix in [vec![1usize], vec![2, 3, 4]] {
+            let g = sample(&m, &[&prefix], &[0], &SampleConfig::greedy(15)).unwrap().remove(0);
+            let g_total: f64 = g.logprobs.iter().sum();
+            let b1 = beam_search(&m, &prefix, 1, 15).unwrap();
+            assert_eq!(b1.ids, g.ids);
+            assert_eq!(b1.logprobs, g.logprobs);
+            assert_eq!(b1.total_logprob, g_total);
+            for w in [2, 3, 5, 30] {
+                let b = beam_search(&m, &prefix, w, 15).unwrap();
+                assert_eq!(b.ids.len(), 15);
+                assert!(b.total_logprob >= g_total, "width {w}: {} < greedy {g_total}", b.total_logprob);
+                let sum: f64 = b.logprobs.iter().sum();
+                assert!((sum - b.total_logprob).abs() < 1e-9);
+                // The score is the model's: check against the sequence pass.
+                let mut seq = prefix.clone();
+                let mut total = 0.0;
+                for &t in &b.ids {
+                    total += log_softmax(&last_logits(&m, &seq))[t];
+                    seq.push(t);
+                }
+                assert!((total - b.total_logprob).abs() < 1e-3, "{total} vs {}", b.total_logprob);
+            }
+        }
+    }
+    let m = trained();
+    assert_eq!(beam_search(&m, &[1], 4, 0).unwrap().ids, Vec::<usize>::new());
+}
+
+#[test]
+fn invalid_arguments_are_errors_with_the_bad_value() {
+    let m = random::<f32>(CellKind::Lstm, Some(4), 10, 6, 1);
+    let ok = SampleConfig::new(5);
+    let msg = |r: Result<Vec<rnnrs::Sampled>, Error>| match r {
+        Err(e @ Error::Invalid { .. }) => e.to_string(),
+        other => panic!("expected Error::Invalid, got {other:?}"),
+    };
+    let p: &[usize] = &[1, 2];
+    assert!(msg(sample(&m, &[p], &[0], &ok.clone().temperature(-1.0))).contains("temperature: expected a finite number >= 0"));
+    assert!(msg(sample(&m, &[p], &[0], &ok.clone().temperature(f64::NAN))).contains("got NaN"));
+    assert!(msg(sample(&m, &[p], &[0], &ok.clone().top_k(0))).contains("top_k"));
+    assert!(msg(sample(&m, &[p], &[0], &ok.clone().top_p(0.0))).contains("top_p: expected a number in (0, 1]"));
+    assert!(msg(sample(&m, &[p], &[0], &ok.clone().top_p(1.5))).contains("got 1.5"));
+    assert!(msg(sample(&m, &[p], &[0], &ok.clone().repetition_penalty(0.0))).contains("repetition_penalty"));
+    assert!(msg(sample(&m, &[p], &[0], &ok.clone().stop_tokens(vec![10]))).contains("stop token: expected an id in [0, 10), got 10"));
+    assert!(msg(sample(&m, &[&[1usize, 10][..]], &[0], &ok)).contains("prefix 0 token id: expected an id in [0, 10), got 10"));
+    assert!(msg(sample(&m, &[&[][..]], &[0], &ok)).contains("prefix 0: expected at least one token id"));
+    assert!(msg(sample(&m, &[p, p], &[0], &ok)).contains("seeds: expected one seed per prefix (2), got 1"));
+    assert!(msg(sample::<f32, Vec<usize>>(&m, &[], &[], &ok)).contains("prefixes"));
+    assert!(msg(sample(&m, &[p], &[0], &SampleConfig::new(usize::MAX))).contains("length"));
+    assert!(matches!(beam_search(&m, &[1], 0, 5), Err(Error::Invalid { .. })));
+    assert!(matches!(beam_search(&m, &[], 2, 5), Err(Error::Invalid { .. })));
+    assert!(matches!(beam_search(&m, &[11], 2, 5), Err(Error::Invalid { .. })));
+    // A sampler is tied to its model's architecture.
+    let other = random::<f32>(CellKind::Lstm, Some(4), 10, 7, 1);
+    let mut s = Sampler::new(&m, &[p], &[0], ok).unwrap();
+    assert!(matches!(s.advance(&other, 1), Err(Error::State(_))));
+}
+
+#[test]
+fn overflowing_logits_are_an_error_not_a_panic() {
+    // ReLU cells with huge positive weights overflow to +inf logits.
+    let mut m = random::<f64>(CellKind::RnnRelu, Some(4), 10, 6, 1);
+    let sd: Vec<(String, ndarray::ArrayD<f64>)> =
+        rnnrs::Module::state_dict(&m).into_iter().map(|(n, a)| (n, a.mapv(|_| 1e200))).collect();
+    let views: Vec<(String, ndarray::ArrayViewD<'_, f64>)> = sd.iter().map(|(n, a)| (n.clone(), a.view())).collect();
+    rnnrs::Module::load_state_dict(&mut m, &views).unwrap();
+    let err = sample(&m, &[[1usize]], &[0], &SampleConfig::new(5)).unwrap_err();
+    assert!(matches!(err, Error::NonFinite(_)), "{err}");
+    assert!(err.to_string().contains("sequence 0"), "{err}");
+    assert!(matches!(beam_search(&m, &[1], 2, 5), Err(Error::NonFinite(_))));
+}
+
+#[test]
+fn stepping_allocates_nothing() {
+    let m = random::<f32>(CellKind::Lstm, Some(16), 300, 32, 2);
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
+    pool.install(|| {
+        for cfg in [SampleConfig::new(200).top_p(0.9).repetition_penalty(1.2), SampleConfig::greedy(200), SampleConfig::new(200).top_k(5)] {
+            let prefixes = [vec![1usize, 2, 3], vec![4], vec![5, 6], vec![7, 8, 9, 10]];
+            let mut s = Sampler::new(&m, &prefixes, &[1, 2, 3, 4], cfg).unwrap();
+            s.advance(&m, 2).unwrap();
+            let before = allocations();
+            s.advance(&m, 150).unwrap();
+            assert_eq!(allocations(), before, "allocations during 150 steps with {:?}", s.config());
+            // The longest prefix is furthest behind; shorter ones are ahead by the difference.
+            assert_eq!(s.ids(3).len(), 150 + 2);
+            assert_eq!(s.ids(0).len(), 150 + 2 + 1);
+        }
+    });
+}
