@@ -149,6 +149,107 @@ def numpy_fns(layer, x, dy, cell, name):
     return fwd, fwdbwd
 
 
+def gen_setup(hidden):
+    model = rnnrs.LanguageModel(4000, 256, hidden, 2, "lstm", seed=0)
+    sd = model.state_dict()
+    return model, sd
+
+
+def gen_rnnrs(model, length):
+    return lambda: model.sample([1], length=length, temperature=1.0, seed=0)
+
+
+def gen_rnnrs_batch(model, length, batch):
+    return lambda: model.sample_many([[1 + i] for i in range(batch)], length=length, temperature=1.0, seed=0)
+
+
+def gen_torch(sd, hidden, length):
+    emb = torch.nn.Embedding(4000, 256)
+    lstm = torch.nn.LSTM(256, hidden, 2)
+    lin = torch.nn.Linear(hidden, 4000)
+    with torch.no_grad():
+        emb.weight.copy_(torch.from_numpy(sd["embedding.weight"]))
+        for k, v in sd.items():
+            if k.startswith("rnn."):
+                getattr(lstm, k[4:]).copy_(torch.from_numpy(v))
+        lin.weight.copy_(torch.from_numpy(sd["linear.weight"]))
+        lin.bias.copy_(torch.from_numpy(sd["linear.bias"]))
+    gen = torch.Generator().manual_seed(0)
+
+    def run():
+        with torch.no_grad():
+            tok, state, out = torch.tensor([[1]]), None, []
+            for _ in range(length):
+                y, state = lstm(emb(tok), state)
+                p = torch.softmax(lin(y[-1]), -1)
+                tok = torch.multinomial(p, 1, generator=gen).view(1, 1)
+                out.append(int(tok))
+            return out
+
+    return run
+
+
+def gen_numpy(sd, hidden, length):
+    E = sd["embedding.weight"]
+    layers = [(sd[f"rnn.weight_ih_l{k}"].T.copy(), sd[f"rnn.weight_hh_l{k}"].T.copy(),
+               sd[f"rnn.bias_ih_l{k}"] + sd[f"rnn.bias_hh_l{k}"]) for k in range(2)]
+    W, b = sd["linear.weight"].T.copy(), sd["linear.bias"]
+    rng = np.random.default_rng(0)
+
+    def sig(x):
+        return 1.0 / (1.0 + np.exp(-x))
+
+    def run():
+        tok, out = 1, []
+        h = [np.zeros(hidden, np.float32) for _ in layers]
+        c = [np.zeros(hidden, np.float32) for _ in layers]
+        for _ in range(length):
+            x = E[tok]
+            for k, (wi, wh, bb) in enumerate(layers):
+                g = x @ wi + h[k] @ wh + bb
+                i, f, gg, o = sig(g[:hidden]), sig(g[hidden:2 * hidden]), np.tanh(g[2 * hidden:3 * hidden]), sig(g[3 * hidden:])
+                c[k] = f * c[k] + i * gg
+                h[k] = o * np.tanh(c[k])
+                x = h[k]
+            z = x @ W + b
+            p = np.exp(z - z.max())
+            tok = int(rng.choice(4000, p=p / p.sum()))
+            out.append(tok)
+        return out
+
+    return run
+
+
+def generation():
+    length = 500
+    for hidden in (256, 512):
+        name = f"G{hidden}"
+        if not re.fullmatch(ARGS.config, name):
+            continue
+        model, sd = gen_setup(hidden)
+        fns = {"rnnrs": gen_rnnrs(model, length)}
+        if torch is not None:
+            fns["torch"] = gen_torch(sd, hidden, length)
+        if not ARGS.no_numpy:
+            fns["numpy"] = gen_numpy(sd, hidden, length)
+        batch = 32
+        fns["rnnrs_b32"] = gen_rnnrs_batch(model, length, batch)
+        times = {lib: [] for lib in fns}
+        for _ in range(ARGS.rounds):
+            for lib, fn in fns.items():
+                times[lib] += median_ms(fn, 2)
+        med = {lib: statistics.median(t) / (length * (batch if lib == "rnnrs_b32" else 1)) for lib, t in times.items()}
+        row = {"config": name, "mode": "gen", "threads": ARGS.threads, **{k: v for k, v in med.items()},
+               "unit": "ms/token"}
+        if ARGS.json:
+            print(json.dumps(row), flush=True)
+            continue
+        libs = " | ".join(f"{k} {v:.3f}" for k, v in med.items())
+        ratio = f"  torch/rnnrs {med['torch'] / med['rnnrs']:.1f}x" if "torch" in med else ""
+        print(f"{name:6} gen     ms/token: {libs}{ratio}  batch-32 speed-up {med['rnnrs'] / med['rnnrs_b32']:.1f}x",
+              flush=True)
+
+
 def report(row):
     if ARGS.json:
         print(json.dumps(row), flush=True)
@@ -192,3 +293,4 @@ def main():
 
 if __name__ == "__main__":
     main()
+    generation()

@@ -320,20 +320,95 @@ def _forward_with_cache(mode, params, x, h0, c0, num_layers, bidirectional):
     return layer_in, h_n, c_n, caches
 
 
-def rnn_forward(mode, params, x, h0=None, c0=None, num_layers=1, bidirectional=False):
-    """Returns (y, h_n, c_n); c_n is None unless mode == 'lstm'."""
+def rnn_forward(mode, params, x, h0=None, c0=None, num_layers=1, bidirectional=False, lengths=None):
+    """Returns (y, h_n, c_n); c_n is None unless mode == 'lstm'.
+
+    With `lengths` (B ints in [0, T]) the batch is padded: by definition each
+    sequence b is run alone on x[:lengths[b], b]; y is zero past its end and
+    h_n/c_n are its final states (the initial state for length 0).
+    """
+    if lengths is not None:
+        return _padded_forward(mode, params, x, h0, c0, num_layers, bidirectional, lengths)
     y, h_n, c_n, _ = _forward_with_cache(mode, params, x, h0, c0, num_layers, bidirectional)
     return y, h_n, c_n
 
 
-def rnn_backward(mode, params, x, h0, c0, num_layers, bidirectional, dy, dh_n=None, dc_n=None):
+def _state_or_zeros(a, mode_has, shape):
+    if not mode_has:
+        return None
+    return np.zeros(shape) if a is None else _f64(a)
+
+
+def _padded_forward(mode, params, x, h0, c0, num_layers, bidirectional, lengths):
+    _, D, _, H = _infer_sizes(mode, params, num_layers, bidirectional)
+    x = _f64(x)
+    T, B, _ = x.shape
+    lengths = [int(v) for v in lengths]
+    assert len(lengths) == B and all(0 <= v <= T for v in lengths), f"lengths {lengths}"
+    shape = (num_layers * D, B, H)
+    h0 = _state_or_zeros(h0, True, shape)
+    c0 = _state_or_zeros(c0, mode == "lstm", shape)
+    y = np.zeros((T, B, D * H))
+    h_n = h0.copy()
+    c_n = None if c0 is None else c0.copy()
+    for b, n in enumerate(lengths):
+        if n == 0:
+            continue
+        yb, hb, cb = rnn_forward(mode, params, x[:n, b:b + 1], h0[:, b:b + 1],
+                                 None if c0 is None else c0[:, b:b + 1], num_layers, bidirectional)
+        y[:n, b:b + 1] = yb
+        h_n[:, b:b + 1] = hb
+        if c_n is not None:
+            c_n[:, b:b + 1] = cb
+    return y, h_n, c_n
+
+
+def _padded_backward(mode, params, x, h0, c0, num_layers, bidirectional, dy, dh_n, dc_n, lengths):
+    _, D, _, H = _infer_sizes(mode, params, num_layers, bidirectional)
+    x = _f64(x)
+    T, B, _ = x.shape
+    lengths = [int(v) for v in lengths]
+    shape = (num_layers * D, B, H)
+    h0 = _state_or_zeros(h0, True, shape)
+    c0 = _state_or_zeros(c0, mode == "lstm", shape)
+    dh_n = _state_or_zeros(dh_n, True, shape)
+    dc_n = _state_or_zeros(dc_n, mode == "lstm", shape)
+    dy = _f64(dy)
+    dx = np.zeros_like(x)
+    dh0 = dh_n.copy()                       # length 0: the state passes straight through
+    dc0 = None if dc_n is None else dc_n.copy()
+    grads = {name: np.zeros_like(_f64(p)) for name, p in params.items()}
+    for b, n in enumerate(lengths):
+        if n == 0:
+            continue
+        sl = slice(b, b + 1)
+        dxb, dhb, dcb, gb = rnn_backward(
+            mode, params, x[:n, sl], h0[:, sl], None if c0 is None else c0[:, sl], num_layers,
+            bidirectional, dy[:n, sl], dh_n[:, sl], None if dc_n is None else dc_n[:, sl])
+        dx[:n, sl] = dxb
+        dh0[:, sl] = dhb
+        if dc0 is not None:
+            dc0[:, sl] = dcb
+        for k in grads:
+            grads[k] += gb[k]
+    return dx, dh0, dc0, grads
+
+
+def rnn_backward(mode, params, x, h0, c0, num_layers, bidirectional, dy, dh_n=None, dc_n=None,
+                 lengths=None):
     """Hand-written BPTT.
+
+    With `lengths`, the gradients of the padded forward (see rnn_forward):
+    each sequence's own BPTT, parameter gradients summed over sequences,
+    dy past a sequence's end ignored and dx there zero.
 
     Returns (dx, dh0, dc0, grads): gradients of the scalar
     sum(y*dy) + sum(h_n*dh_n) + sum(c_n*dc_n) w.r.t. x, h0, c0 and params.
     dc0 is None unless lstm; dh0 is always returned (gradient w.r.t. the zero
     initial state when h0 is None).
     """
+    if lengths is not None:
+        return _padded_backward(mode, params, x, h0, c0, num_layers, bidirectional, dy, dh_n, dc_n, lengths)
     _, _, _, caches = _forward_with_cache(mode, params, x, h0, c0, num_layers, bidirectional)
     G, D, I, H = _infer_sizes(mode, params, num_layers, bidirectional)
     x = _f64(x)

@@ -10,6 +10,7 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import rnnrs
 from rnnrs import checkpoint as ck
@@ -209,16 +210,26 @@ def test_signal_saves_a_checkpoint_and_exits_cleanly(tmp_path, corpus, sig, stat
     assert ck.load_checkpoint(out).trainer["step"] == summary["steps"] + 3
 
 
+#: SIGKILL points per run of the test, from the hypothesis profile (conftest): 3 in the default
+#: "fast" profile (max_examples 30), 20 in "thorough" (500); RNNRS_KILL_POINTS overrides.
+KILL_POINTS = int(os.environ.get("RNNRS_KILL_POINTS", max(3, min(20, settings.default.max_examples // 25))))
+
+
 def test_sigkill_at_random_moments_leaves_a_resumable_checkpoint(tmp_path, corpus):
+    """Kill training at random moments (some land in the middle of writing a checkpoint: a temporary
+    file is left, which resuming removes) and check every time that the last complete checkpoint
+    loads and resumes to exactly the weights of an uninterrupted run."""
     rng = np.random.default_rng(12345)
     opts = dict(TINY, layers=2, dropout=0.2, sampling="sequential", checkpoint_every=5)
-    for trial in range(3):
+    mid_write = 0
+    for trial in range(KILL_POINTS):
         out = tmp_path / f"run{trial}"
         proc = _start(["train", "--corpus", corpus, "--out", out, *TINY_ARGS, *LONG_RUN])
         _wait_for_event(proc, "checkpoint")
         time.sleep(float(rng.uniform(0.0, 0.4)))
         proc.kill()
         proc.communicate(timeout=30)
+        mid_write += any(n.endswith(".tmp") for n in os.listdir(out))  # killed while writing a file
         c = ck.load_checkpoint(out)  # the last complete checkpoint
         step = c.trainer["step"]
         assert step > 0 and step % 5 == 0
@@ -230,3 +241,4 @@ def test_sigkill_at_random_moments_leaves_a_resumable_checkpoint(tmp_path, corpu
         straight = train(corpus=corpus, steps=total, **opts)
         a, b = straight.model.state_dict(), resumed.model.state_dict()
         assert all(np.array_equal(a[k], b[k]) for k in a), f"kill point {trial} (step {step})"
+    print(f"{KILL_POINTS} kill points, {mid_write} of them while a file was being written")

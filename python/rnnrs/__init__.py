@@ -5,10 +5,11 @@ language modelling live in :mod:`rnnrs.tokenizer` and :mod:`rnnrs.dataset`.
 """
 
 from . import _rnnrs
-from . import interop
+from . import interop, keras
 from .dataset import LMBatches, random_batches, sequential_batches, split_train_val
 from ._rnnrs import NonFiniteError
 from .generate import LyricGenerator, UnknownTokenWarning
+from .keras import Sequential
 from .layers import GRU, LSTM, RNN
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import LanguageModel
@@ -25,6 +26,8 @@ __all__ = [
     "LyricGenerator",
     "UnknownTokenWarning",
     "interop",
+    "keras",
+    "Sequential",
     "NonFiniteError",
     "CheckpointError",
     "load_checkpoint",

@@ -22,7 +22,12 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: Final[str]
+MAX_SEQUENCES: Final[int]
+"""Most sequences one ``sample``/``Sampler`` call generates (``rnnrs::sample::MAX_SEQUENCES``)."""
+MAX_TOKENS: Final[int]
+"""Most new tokens one ``sample``/``Sampler``/``beam_search`` call generates (``rnnrs::sample::MAX_TOKENS``)."""
 __all__ = [
+    "SeqModel",
     "NonFiniteError",
     "safetensors_dumps",
     "safetensors_loads",
@@ -31,6 +36,8 @@ __all__ = [
     "beam_search",
     "sample",
     "Sampler",
+    "MAX_SEQUENCES",
+    "MAX_TOKENS",
     "__version__",
 ]
 
@@ -97,7 +104,12 @@ class Recurrent:
         """The configuration as a dict: ``cell``, ``input_size``, ``hidden_size``, ``num_layers``,
         ``bidirectional``, ``dropout``."""
     def forward(
-        self, x: _Float, h0: _Float | None = None, c0: _Float | None = None, train: bool = True
+        self,
+        x: _Float,
+        h0: _Float | None = None,
+        c0: _Float | None = None,
+        train: bool = True,
+        lengths: npt.NDArray[np.integer[Any]] | None = None,
     ) -> tuple[_Float, _Float, _Float | None]:
         """Forward pass over ``x (T, B, I)`` with optional ``h0``/``c0 (L*D, B, H)`` (zeros if None).
 
@@ -272,3 +284,45 @@ class Sampler:
     @property
     def stopped(self) -> list[bool]:
         """Per sequence: whether it ended on a stop token."""
+
+@final
+class SeqModel:
+    """The compiled sequential model (embedding, recurrent, dense, dropout layers + loss + optimizer);
+    use ``rnnrs.Sequential``. ``config_json``: ``{"input_features": F, "layers": [...], "loss": ...}``."""
+
+    def __new__(cls, config_json: str, dtype: str = "float32", seed: int = 0) -> SeqModel: ...
+    @property
+    def dtype(self) -> Literal["float32", "float64"]: ...
+    @property
+    def config_json(self) -> str: ...
+    @property
+    def takes_ids(self) -> bool: ...
+    def predict(self, x: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None) -> _Float:
+        """Outputs ``(B, C)`` or ``(B, T, C)`` for ids ``(B, T)`` or features ``(B, T, F)``."""
+    def evaluate(
+        self, x: npt.NDArray[Any], y: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None
+    ) -> tuple[float, int, int, float]:
+        """``(loss, correct, count, 0.0)`` in inference mode."""
+    def train_step(
+        self, x: npt.NDArray[Any], y: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None, clip: float | None = None
+    ) -> tuple[float, int, int, float]:
+        """One whole training step: ``(loss, correct, count, grad_norm)``."""
+    def set_optimizer(
+        self,
+        name: str,
+        lr: float,
+        momentum: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        betas: tuple[float, float] = ...,
+        eps: float = 1e-08,
+    ) -> None: ...
+    def set_lr(self, lr: float) -> None: ...
+    def optimizer_state(self) -> tuple[int, list[tuple[str, _Float]]]: ...
+    def load_optimizer_state(self, steps: int, items: list[tuple[str, _Float]]) -> None: ...
+    def state_dict(self) -> list[tuple[str, _Float]]: ...
+    def grads(self) -> list[tuple[str, _Float]]: ...
+    def load_state_dict(self, items: list[tuple[str, _Float]]) -> None: ...
+    def num_params(self) -> int: ...
+    def dropout_state(self) -> tuple[int, int]: ...
+    def set_dropout_state(self, seed: int, calls: int) -> None: ...

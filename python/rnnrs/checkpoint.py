@@ -105,6 +105,11 @@ def read_tensors(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]
     except ValueError as e:
         raise CheckpointError(str(e)) from None
     del data
+    if CHECKSUM_KEY not in meta:
+        damaged = [k for k, v in meta.items() if v.startswith("sha256:")]
+        if damaged:  # e.g. a flipped bit in the key's name: the checksum must not be silently skipped
+            raise CheckpointError(f"{path}: expected the checksum under the metadata key {CHECKSUM_KEY!r}, got it "
+                                  f"under {damaged[0]!r}: the file is corrupted")
     if CHECKSUM_KEY in meta:
         got = _digest(raw, meta)
         if got != meta[CHECKSUM_KEY]:
@@ -121,6 +126,8 @@ def _json_meta(meta: Mapping[str, str], key: str, path: str) -> Any:
         return json.loads(meta[key])
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{path}: metadata field {key!r} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: metadata field {key!r} is JSON nested too deeply to be parsed") from None
 
 
 def check_header(meta: Mapping[str, str], path: str, kind: str) -> None:

@@ -69,15 +69,19 @@ def _type_name(x: Any) -> str:
     return type(x).__name__
 
 
-def _int(name: str, value: Any, minimum: int, optional: bool = False) -> Optional[int]:
+def _int(name: str, value: Any, minimum: int, optional: bool = False,
+         limit: Optional[int] = 2**63) -> Optional[int]:
     if value is None and optional:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         none = " or None" if optional else ""
         raise TypeError(f"{name}: expected an integer >= {minimum}{none}, got {_type_name(value)} {value!r}")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
+    if limit is not None and value >= limit:
+        raise ValueError(f"{name}: expected an integer in [{minimum}, 2**{limit.bit_length() - 1}), got {value}")
+    return value
 
 
 def _real(name: str, value: Any, expected: str, ok, optional: bool = False) -> Optional[float]:
@@ -92,10 +96,9 @@ def _real(name: str, value: Any, expected: str, ok, optional: bool = False) -> O
 
 
 def _seed(name: str, value: Any) -> int:
-    value = _int(name, value, 0)
-    if value >= 2**64:
-        raise ValueError(f"{name}: expected an integer in [0, 2**64), got {value}")
-    return value
+    seed = _int(name, value, 0, limit=2**64)
+    assert seed is not None  # (not optional)
+    return seed
 
 
 def sampling_options(length: Any, temperature: Any = 1.0, top_k: Any = None, top_p: Any = None,
@@ -110,15 +113,22 @@ def sampling_options(length: Any, temperature: Any = 1.0, top_k: Any = None, top
     if isinstance(stop_tokens, (str, bytes)) or not isinstance(stop_tokens, Iterable):
         raise TypeError(f"stop_tokens: expected a sequence of token ids, got {_type_name(stop_tokens)}")
     stops = [_int("stop token", t, 0) for t in stop_tokens]
+    top_k = _int("top_k", top_k, 1, optional=True, limit=None)
     return dict(
         length=_int("length", length, 0),
         temperature=0.0 if greedy else temperature,
-        top_k=_int("top_k", top_k, 1, optional=True),
+        top_k=None if top_k is None else min(top_k, 2**63),  # k >= vocabulary size keeps every token
         top_p=_real("top_p", top_p, "a number in (0, 1] or None", lambda v: 0.0 < v <= 1.0, optional=True),
         repetition_penalty=_real("repetition_penalty", repetition_penalty, "a finite number > 0 (1 = no penalty)",
                                  lambda v: math.isfinite(v) and v > 0.0),
         stop_tokens=stops,
     )
+
+
+def _check_count(name: str, n: int) -> None:
+    """At most ``MAX_SEQUENCES`` sequences in one call (checked before any work is done)."""
+    if n > _rnnrs.MAX_SEQUENCES:
+        raise ValueError(f"{name}: expected at most {_rnnrs.MAX_SEQUENCES} sequences in one call, got {n}")
 
 
 def prefix_array(name: str, ids: Any, vocab_size: int) -> np.ndarray:
@@ -136,7 +146,7 @@ def prefix_array(name: str, ids: Any, vocab_size: int) -> np.ndarray:
     lo, hi = int(a.min()), int(a.max())
     if lo < 0 or hi >= vocab_size:
         raise ValueError(f"{name}: expected token ids in [0, {vocab_size}), got {lo if lo < 0 else hi}")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    return np.require(a, np.int64, ["C_CONTIGUOUS", "ALIGNED"])
 
 
 # ====================================================================================== generator
@@ -274,6 +284,7 @@ class LyricGenerator:
             raise ValueError(f"seed: expected seed + number of prefixes - 1 < 2**64, got seed {seed}")
         if not prefixes:
             return []
+        _check_count("prefixes", len(prefixes))
         ids = []
         for p in prefixes:  # (a loop, not a comprehension: the warning's stack level stays right)
             ids.append(self._prefix_ids(p, _stacklevel))
@@ -410,9 +421,13 @@ def run_generate(args: argparse.Namespace) -> int:
     stderr for a user error: unreadable model, invalid option value)."""
     if args.beam is not None and args.num_samples > 1:
         return _error(f"--beam is deterministic: expected --num-samples 1, got {args.num_samples}")
+    if args.num_samples > _rnnrs.MAX_SEQUENCES:
+        return _error(f"--num-samples: expected at most {_rnnrs.MAX_SEQUENCES}, got {args.num_samples}")
     try:
         gen = LyricGenerator.load(args.model) if args.model is not None else LyricGenerator.default()
-    except (OSError, ValueError) as e:
+    except OSError as e:
+        return _error(f"--model {args.model if args.model is not None else DEFAULT_MODEL_DIR}: {e.strerror or e}")
+    except ValueError as e:
         return _error(str(e))
     opts = dict(length=args.length, temperature=args.temperature, top_k=args.top_k,
                 top_p=None if args.top_p == 1.0 else args.top_p, repetition_penalty=args.repetition_penalty,

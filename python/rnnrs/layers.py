@@ -8,6 +8,18 @@ features, ``L`` layers, ``D`` = 2 if bidirectional else 1):
 * output ``y``: ``(T, B, D*H)`` (or ``(B, T, D*H)``), directions concatenated ``[forward, reverse]``;
 * states ``h0``/``h_n`` (and ``c0``/``c_n`` for LSTM): ``(L*D, B, H)`` — never batch-first.
 
+Variable-length batches need no packing: pass ``lengths`` (``B`` integers in ``[0, T]``, any order)
+with a padded batch. Sequence ``b`` is ``x[:lengths[b], b]``; its outputs past its end are zero, its
+final state is the state after its last true step (the reverse direction starts there), and the next
+``backward`` ignores the padding (``dy`` there has no effect, ``dx`` there is zero). Every sequence
+gets the results it would get alone.
+
+With ``stateful=True`` a layer carries its final state into the next ``forward`` (when no initial
+state is passed), for streaming a long sequence in chunks or one step at a time: feeding a sequence
+in chunks gives the same outputs as feeding it whole. The carried state is *detached*: ``backward``
+of a chunk stops at the chunk's start (truncated BPTT). :meth:`reset_states` forgets the state;
+:attr:`states` reads it (and can set it).
+
 Parameters are named and shaped exactly like ``torch.nn.RNN/GRU/LSTM`` (``weight_ih_l0``,
 ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``..._reverse``), gates in PyTorch's order (LSTM
 ``i, f, g, o``; GRU ``r, z, n``), initialised ``U(-1/sqrt(H), 1/sqrt(H))`` from ``seed``.
@@ -41,19 +53,19 @@ def _dtype_name(dtype: Any) -> str:
     return _DTYPES[dt]
 
 
-def _check_int(name: str, value: Any, minimum: int) -> int:
+def _check_int(name: str, value: Any, minimum: int, limit: int = 2**63) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer >= {minimum}, got {type(value).__name__} {value!r}")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
-    return int(value)
+    if value >= limit:
+        raise ValueError(f"{name}: expected an integer in [{minimum}, 2**{limit.bit_length() - 1}), got {value}")
+    return value
 
 
 def _check_seed(seed: Any) -> int:
-    seed = _check_int("seed", seed, 0)
-    if seed >= 2**64:
-        raise ValueError(f"seed: expected an integer in [0, 2**64), got {seed}")
-    return seed
+    return _check_int("seed", seed, 0, 2**64)
 
 
 class _Recurrent:
@@ -69,8 +81,10 @@ class _Recurrent:
     seed: int
     training: bool
     dtype: np.dtype[Any]
+    stateful: bool
     _core: _rnnrs.Recurrent
     _last_tb: Optional[Tuple[int, int]]
+    _carried: Optional[Tuple[np.ndarray, Optional[np.ndarray]]]
 
     def __init__(
         self,
@@ -81,6 +95,7 @@ class _Recurrent:
         bidirectional: bool = False,
         dropout: float = 0.0,
         batch_first: bool = False,
+        stateful: bool = False,
         dtype: Any = np.float32,
         seed: int = 0,
         _cell: Optional[str] = None,
@@ -97,6 +112,11 @@ class _Recurrent:
         self.bidirectional, self.batch_first = bool(bidirectional), bool(batch_first)
         self.dropout, self.seed = float(dropout), _check_seed(seed)
         self.training = True
+        self.stateful = bool(stateful)
+        if self.stateful and self.bidirectional:
+            raise ValueError("stateful: expected a unidirectional layer, got bidirectional=True "
+                             "(a reverse pass cannot be continued across chunks)")
+        self._carried = None
         self._core = _rnnrs.Recurrent(
             _cell or self._cell, input_size, hidden_size, num_layers, self.bidirectional, self.dropout,
             _DTYPES[self.dtype], self.seed,
@@ -120,7 +140,7 @@ class _Recurrent:
             raise TypeError(f"{name}: expected dtype {self.dtype} (the layer's dtype), got {a.dtype}")
         if a.ndim != 3:
             raise ValueError(f"{name}: expected a 3-D array {shape_doc}, got shape {a.shape}")
-        return a
+        return a if a.flags.aligned else a.copy()  # (the core cannot view misaligned data)
 
     def _seq(self, name: str, a: Any, features: int) -> np.ndarray:
         doc = f"(batch, seq_len, {features})" if self.batch_first else f"(seq_len, batch, {features})"
@@ -141,13 +161,63 @@ class _Recurrent:
     def _out(self, y: np.ndarray) -> np.ndarray:
         return y.swapaxes(0, 1) if self.batch_first else y
 
-    def _forward(self, x: Any, h0: Any, c0: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
+    def _lengths(self, lengths: Any, t: int, b: int) -> Optional[np.ndarray]:
+        if lengths is None:
+            return None
+        a = np.asarray(lengths)
+        if a.dtype == np.bool_ or not np.issubdtype(a.dtype, np.integer):
+            raise TypeError(f"lengths: expected integers, got dtype {a.dtype}")
+        if a.shape != (b,):
+            raise ValueError(f"lengths: expected shape ({b},) (one length per sequence), got {a.shape}")
+        if a.size and (a.min() < 0 or a.max() > t):
+            bad = int(a[(a < 0) | (a > t)][0])
+            raise ValueError(f"lengths: expected every length in [0, {t}] (seq_len), got {bad}")
+        return np.ascontiguousarray(a, dtype=np.int64)
+
+    def _forward(self, x: Any, h0: Any, c0: Any, lengths: Any = None) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         x = self._seq("x", x, self.input_size)
-        b = x.shape[1]
+        t, b = x.shape[0], x.shape[1]
         h0, c0 = self._state("h0", h0, b), self._state("c0", c0, b)
-        y, h_n, c_n = self._core.forward(x, h0, c0, self.training)
-        self._last_tb = (x.shape[0], b) if self.training else None
+        lens = self._lengths(lengths, t, b)
+        if self.stateful and h0 is None and c0 is None and self._carried is not None:
+            if self._carried[0].shape[1] != b:
+                raise ValueError(f"x: expected batch {self._carried[0].shape[1]} (the carried state's; "
+                                 f"call reset_states() to change it), got {b}")
+            h0, c0 = self._carried
+        y, h_n, c_n = self._core.forward(x, h0, c0, self.training, lens)
+        self._last_tb = (t, b) if self.training else None
+        if self.stateful:
+            self._carried = (h_n.copy(), None if c_n is None else c_n.copy())
         return self._out(y), h_n, c_n
+
+    def reset_states(self) -> None:
+        """Forget the carried state (``stateful=True``): the next forward starts from zeros."""
+        self._carried = None
+
+    @property
+    def states(self) -> Any:
+        """The carried state (``stateful=True``): ``h (L*D, B, H)`` (RNN/GRU) or ``(h, c)`` (LSTM),
+        or None before the first forward / after :meth:`reset_states`. Copies, detached from any
+        graph. Assign an array (or pair) to set it, or None to reset."""
+        if self._carried is None:
+            return None
+        h, c = self._carried
+        return h.copy() if c is None else (h.copy(), c.copy())
+
+    @states.setter
+    def states(self, value: Any) -> None:
+        if value is None:
+            self._carried = None
+            return
+        h, c = _pair("states", value) if self._cell == "lstm" else (value, None)
+        h = self._array("states", h, "(L*D, B, H)")
+        b = h.shape[1]
+        h = self._state("states", h, b)
+        c = self._state("states", c, b) if self._cell == "lstm" else None
+        if self._cell == "lstm" and c is None:
+            raise TypeError("states: expected a pair (h, c) for an LSTM")
+        assert h is not None
+        self._carried = (h.copy(), None if c is None else c.copy())
 
     def _backward(self, dy: Any, dh_n: Any, dc_n: Any) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
         if not self.training:
@@ -194,7 +264,7 @@ class _Recurrent:
             if not isinstance(k, str):
                 raise TypeError(f"state_dict: expected str keys, got {type(k).__name__} {k!r}")
             try:
-                arr = np.ascontiguousarray(np.asarray(v), dtype=self.dtype)
+                arr = np.require(np.asarray(v), self.dtype, ["C_CONTIGUOUS", "ALIGNED"])
             except (TypeError, ValueError) as e:
                 raise TypeError(f"{k}: expected a numeric array, got {type(v).__name__}") from e
             items.append((k, arr))
@@ -241,7 +311,7 @@ class _Recurrent:
     def __repr__(self) -> str:
         extra = "".join(
             f", {k}={v!r}" for k, v in (("bidirectional", self.bidirectional), ("dropout", self.dropout),
-                                        ("batch_first", self.batch_first)) if v
+                                        ("batch_first", self.batch_first), ("stateful", self.stateful)) if v
         )
         return (f"{type(self).__name__}({self.input_size}, {self.hidden_size}, num_layers={self.num_layers}"
                 f"{extra}, dtype={self.dtype.name})")
@@ -261,9 +331,10 @@ class RNN(_Recurrent):
         self.nonlinearity = nonlinearity
         super().__init__(input_size, hidden_size, num_layers, _cell=f"rnn_{nonlinearity}", **kwargs)
 
-    def forward(self, x: Any, h0: Any = None) -> Tuple[np.ndarray, np.ndarray]:
-        """``x (T, B, I)`` → ``(y (T, B, D*H), h_n (L*D, B, H))``."""
-        y, h_n, _ = self._forward(x, h0, None)
+    def forward(self, x: Any, h0: Any = None, lengths: Any = None) -> Tuple[np.ndarray, np.ndarray]:
+        """``x (T, B, I)`` → ``(y (T, B, D*H), h_n (L*D, B, H))``; ``lengths (B,)`` ints for a
+        padded batch (see the module docstring)."""
+        y, h_n, _ = self._forward(x, h0, None, lengths)
         return y, h_n
 
     def backward(self, dy: Any, dh_n: Any = None) -> Tuple[np.ndarray, np.ndarray]:
@@ -293,10 +364,12 @@ class LSTM(_Recurrent):
 
     _cell = "lstm"
 
-    def forward(self, x: Any, state: Optional[Tuple[Any, Any]] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        """``x (T, B, I)`` → ``(y (T, B, D*H), (h_n, c_n))``, states ``(L*D, B, H)``."""
+    def forward(self, x: Any, state: Optional[Tuple[Any, Any]] = None,
+                lengths: Any = None) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
+        """``x (T, B, I)`` → ``(y (T, B, D*H), (h_n, c_n))``, states ``(L*D, B, H)``; ``lengths
+        (B,)`` ints for a padded batch (see the module docstring)."""
         h0, c0 = _pair("state", state)
-        y, h_n, c_n = self._forward(x, h0, c0)
+        y, h_n, c_n = self._forward(x, h0, c0, lengths)
         assert c_n is not None  # an LSTM always returns its cell state
         return y, (h_n, c_n)
 

@@ -12,6 +12,7 @@ Parameter names follow PyTorch (as in d2l's ``RNNModel``): ``embedding.weight``,
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Any, Dict, Mapping, Optional, Tuple
 
@@ -29,14 +30,35 @@ State = Tuple[np.ndarray, Optional[np.ndarray]]
 
 
 def as_ids(name: str, ids: Any, ndim: int = 2) -> np.ndarray:
-    """``ids`` as a C-contiguous int64 array of rank ``ndim`` (TypeError for non-integer data)."""
-    a = np.asarray(ids)
+    """``ids`` as an int64 array of rank ``ndim`` (TypeError for non-integer data). An int64 array is
+    passed as it is (any strides: the core reads views); other integer dtypes are converted."""
+    try:
+        a = np.asarray(ids)
+    except (ValueError, TypeError) as e:  # ragged nested lists
+        raise TypeError(f"{name}: expected integer token ids (an array or nested lists), got {e}") from None
     if a.dtype == object or not (np.issubdtype(a.dtype, np.integer) or a.size == 0):
         raise TypeError(f"{name}: expected integer token ids, got dtype {a.dtype}")
     if a.ndim != ndim:
         shape = "(seq_len, batch)" if ndim == 2 else "(seq_len,)"
         raise ValueError(f"{name}: expected a {ndim}-D array {shape} of token ids, got shape {a.shape}")
-    return np.ascontiguousarray(a, dtype=np.int64)
+    if a.dtype == np.int64:
+        return a if a.flags.aligned else a.copy()  # (the core cannot view misaligned data)
+    if a.dtype == np.uint64 and a.size and int(a.max()) > np.iinfo(np.int64).max:
+        raise ValueError(f"{name}: expected token ids below 2**63, got {int(a.max())}")
+    try:
+        return a.astype(np.int64)
+    except (MemoryError, ValueError):  # ValueError: "array is too big"
+        raise ValueError(f"{name}: expected an array that fits in memory, got shape {a.shape}") from None
+
+
+def _real(name: str, value: Any, expected: str, ok: Any = lambda v: math.isfinite(v)) -> float:
+    """``value`` as a float, or TypeError/ValueError naming ``name``, ``expected`` and the value."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected {expected}, got {type(value).__name__} {value!r}")
+    v = float(value)
+    if not ok(v):
+        raise ValueError(f"{name}: expected {expected}, got {value!r}")
+    return v
 
 
 class LanguageModel:
@@ -61,6 +83,8 @@ class LanguageModel:
             embed_size = _check_int("embed_size", embed_size, 1)
         hidden_size = _check_int("hidden_size", hidden_size, 1)
         num_layers = _check_int("num_layers", num_layers, 1)
+        if not isinstance(cell, str):
+            raise TypeError(f"cell: expected one of {sorted(CELLS)}, got {type(cell).__name__} {cell!r}")
         if cell not in CELLS:
             raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
         if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
@@ -116,7 +140,8 @@ class LanguageModel:
             return None
         if not isinstance(state, tuple) or len(state) != 2:
             raise TypeError(f"state: expected a tuple (h, c) (c None for RNN/GRU) or None, got {type(state).__name__}")
-        return state
+        return tuple(a.copy() if isinstance(a, np.ndarray) and not a.flags.aligned else a  # type: ignore[return-value]
+                     for a in state)
 
     # -------------------------------------------------------------------------------------- compute
     def logits(self, ids: Any, state: Optional[State] = None) -> Tuple[np.ndarray, State]:
@@ -135,14 +160,25 @@ class LanguageModel:
                       weight_decay: float = 0.0, nesterov: bool = False,
                       betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
         """Use ``"sgd"`` (PyTorch ``SGD``), ``"adam"`` or ``"adamw"`` with fresh state."""
-        self._core.set_optimizer(name, float(lr), float(momentum), float(weight_decay), bool(nesterov),
-                                 (float(betas[0]), float(betas[1])), float(eps))
+        if not isinstance(name, str):
+            raise TypeError(f"optimizer: expected 'sgd', 'adam' or 'adamw', got {type(name).__name__} {name!r}")
+        lr = _real("lr", lr, "a finite number >= 0")
+        momentum = _real("momentum", momentum, "a number in [0, 1)")
+        weight_decay = _real("weight_decay", weight_decay, "a finite number >= 0")
+        eps = _real("eps", eps, "a finite number > 0")
+        if not isinstance(nesterov, (bool, np.bool_)):
+            raise TypeError(f"nesterov: expected True or False, got {type(nesterov).__name__} {nesterov!r}")
+        if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
+            raise TypeError(f"betas: expected a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
+        betas = (_real("beta1", betas[0], "a number in [0, 1)"), _real("beta2", betas[1], "a number in [0, 1)"))
+        self._core.set_optimizer(name, lr, momentum, weight_decay, bool(nesterov), betas, eps)
         self.optimizer = dict(name=name, lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay),
                               nesterov=bool(nesterov), betas=[float(betas[0]), float(betas[1])], eps=float(eps))
 
     def set_lr(self, lr: float) -> None:
         """Change the optimizer's learning rate (for schedules)."""
-        self._core.set_lr(float(lr))
+        lr = _real("lr", lr, "a finite number >= 0")
+        self._core.set_lr(lr)
         if self.optimizer is not None:
             self.optimizer["lr"] = float(lr)
 
@@ -155,7 +191,7 @@ class LanguageModel:
         :class:`rnnrs.NonFiniteError` — with the parameters unchanged — on a NaN/Inf loss or gradient.
         """
         if clip is not None:
-            clip = float(clip)
+            clip = _real("clip", clip, "a finite number > 0 or None")
         return self._core.train_step(as_ids("inputs", inputs), as_ids("targets", targets), self._state(state), clip)
 
     # ------------------------------------------------------------------------------------ parameters
@@ -168,8 +204,16 @@ class LanguageModel:
         model's dtype. Nothing changes on error."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}")
-        self._core.load_state_dict([(str(k), np.ascontiguousarray(np.asarray(v), dtype=self.dtype))
-                                    for k, v in state_dict.items()])
+        items = []
+        for k, v in state_dict.items():
+            if not isinstance(k, str):
+                raise TypeError(f"state_dict: expected str keys, got {type(k).__name__} {k!r}")
+            try:
+                arr = np.require(np.asarray(v), self.dtype, ["C_CONTIGUOUS", "ALIGNED"])
+            except (TypeError, ValueError) as e:
+                raise TypeError(f"{k}: expected a numeric array, got {type(v).__name__}") from e
+            items.append((k, arr))
+        self._core.load_state_dict(items)
 
     def grads(self) -> Dict[str, np.ndarray]:
         """Copies of the accumulated gradients, same keys as :meth:`state_dict`."""
@@ -220,10 +264,11 @@ class LanguageModel:
         ``sample(prefixes[i], ..., seed=seed + i)``. Returns a list of id arrays (of
         ``(ids, logprobs)`` with ``return_logprobs=True``).
         """
-        from .generate import prefix_array, sampling_options, _seed
+        from .generate import _check_count, prefix_array, sampling_options, _seed
         opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy)
         if isinstance(prefixes, (str, bytes, np.ndarray)) or not hasattr(prefixes, "__len__"):
             raise TypeError(f"prefixes: expected a list of 1-D token id arrays, got {type(prefixes).__name__}")
+        _check_count("prefixes", len(prefixes))
         arrays = [prefix_array(f"prefixes[{i}]", p, self.vocab_size) for i, p in enumerate(prefixes)]
         seed = _seed("seed", seed)
         if seed + max(len(arrays) - 1, 0) >= 2**64:

@@ -60,6 +60,7 @@ __all__ = [
     "WordTokenizer",
     "load_tokenizer",
     "tokenizer_from_json",
+    "NotFittedError",
     "UNK_TOKEN",
     "VOCAB_FORMAT",
     "TOKENIZER_FORMAT",
@@ -71,6 +72,12 @@ TOKENIZER_FORMAT = "rnnrs-tokenizer"
 _FORMAT_VERSION = 1
 
 PathLike = Union[str, "os.PathLike[str]"]
+
+
+class NotFittedError(ValueError, RuntimeError):
+    """A tokenizer was used before it had a vocabulary (call ``fit(text)`` first or pass ``vocab=``).
+
+    A ``ValueError`` like every other user mistake, and a ``RuntimeError`` for older code."""
 
 
 # --------------------------------------------------------------------------
@@ -137,6 +144,8 @@ def _parse_json(s: Any, what: str) -> Any:
         return json.loads(s)
     except json.JSONDecodeError as e:
         raise ValueError(f"{what} is not valid JSON: {e}") from None
+    except RecursionError:
+        raise ValueError(f"{what} JSON is nested too deeply to be parsed") from None
 
 
 def _check_header(obj: Any, fmt: str, what: str) -> None:
@@ -588,7 +597,7 @@ class _Tokenizer:
 
     def _require_vocab(self) -> Vocab:
         if self.vocab is None:
-            raise RuntimeError(
+            raise NotFittedError(
                 f"{type(self).__name__} has no vocabulary: call fit(text) first or pass vocab="
             )
         return self.vocab

@@ -154,6 +154,8 @@ class TrainConfig:
                 return
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
                 fail(name, f"an integer >= {minimum}" + (" or None" if optional else ""))
+            if v >= 2**63:
+                fail(name, f"an integer in [{minimum}, 2^63)")
 
         def real(name: str, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = True,
                  optional: bool = False) -> None:
@@ -386,7 +388,8 @@ class History:
         """Perplexity from the mean loss of the last ``last`` finite steps (NaN if none)."""
         tail = np.asarray(self.loss[-last:], dtype=np.float64) if last > 0 else np.empty(0)
         tail = tail[np.isfinite(tail)]
-        return float(np.exp(tail.mean())) if tail.size else math.nan
+        with np.errstate(over="ignore"):
+            return float(np.exp(tail.mean())) if tail.size else math.nan
 
 
 @dataclass
@@ -672,7 +675,14 @@ class Trainer:
         if sum(x is not None for x in (text, ids, self.config.corpus)) > 1 and not (
                 self.config.resume and self.config.corpus is not None):
             raise ConfigError("data: expected one of text=, ids= or config.corpus, got more than one")
-        self.text, self.ids_in, self.tokenizer = text, ids, tokenizer
+        if tokenizer is not None and not isinstance(tokenizer, (CharTokenizer, WordTokenizer)):
+            raise TypeError(f"tokenizer: expected a fitted rnnrs CharTokenizer or WordTokenizer or None, got "
+                            f"{type(tokenizer).__name__}")
+        if tokenizer is not None and tokenizer.vocab is None:
+            raise ConfigError(f"tokenizer: expected a fitted tokenizer (call fit(text) first), got {tokenizer!r}; "
+                              "or pass none to fit one on the data")
+        self.text, self.ids_in = text, ids
+        self.tokenizer: Any = tokenizer
         self.callbacks: List[Callback] = list(callbacks)
         if self.config.json:
             self.callbacks.append(JsonLogger())
@@ -827,25 +837,55 @@ class Trainer:
     def _restore(self, ckpt: Any) -> None:
         t = ckpt.trainer
         path = ckpt.path
-        try:
-            data = t["data"]
-            if data["fingerprint"] != self.fingerprint:
-                raise ConfigError(f"corpus: the text differs from the one the checkpoint {path} was trained on "
-                                  f"({data['tokens']:,} tokens, {data['fingerprint'][:19]}…; got {self.ids.size:,} "
-                                  f"tokens, {self.fingerprint[:19]}…); resume with the same corpus and options")
-            self.epoch, self.batch, self.step = int(t["epoch"]), int(t["batch"]), int(t["step"])
-            self.tokens_seen, self.train_time = int(t["tokens_seen"]), float(t["train_time"])
-            self.best_val = math.inf if t["best_val_loss"] is None else float(t["best_val_loss"])
-            self.best_step = t["best_step"]
-            self.bad_vals, self.pending_val = int(t["bad_vals"]), bool(t["pending_val"])
-            self.epoch_start_step = int(t["epoch_start_step"])
-            self.history = History(loss=[float(x) for x in np.asarray(ckpt.tensors.get("loss", []), np.float64)],
-                                   val=list(t["val_history"]), epochs=list(t["epoch_history"]),
-                                   skipped=[int(s) for s in t["skipped"]])
-        except (KeyError, TypeError, ValueError) as e:
-            if isinstance(e, ConfigError):
-                raise
-            raise CheckpointError(f"{path}: invalid trainer state: {type(e).__name__}: {e}") from None
+
+        def bad(key: str, expected: str) -> CheckpointError:
+            got = t.get(key, "nothing") if isinstance(t, dict) else t
+            return CheckpointError(f"{path}: invalid trainer state: {key}: expected {expected}, got {got!r:.100}")
+
+        def count(key: str) -> int:
+            v = t.get(key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(key, "an integer >= 0")
+            return v
+
+        def records(key: str) -> List[Dict[str, Any]]:
+            v = t.get(key)
+            if not isinstance(v, list) or not all(isinstance(r, dict) and not isinstance(r.get("step"), bool)
+                                                  and isinstance(r.get("step"), int) for r in v):
+                raise bad(key, "a list of records with an integer 'step'")
+            return list(v)
+
+        data = t.get("data")
+        if not isinstance(data, dict) or not isinstance(data.get("fingerprint"), str):
+            raise bad("data", "a record with the corpus fingerprint")
+        if data["fingerprint"] != self.fingerprint:
+            tokens = data.get("tokens")
+            raise ConfigError(f"corpus: the text differs from the one the checkpoint {path} was trained on "
+                              f"({tokens if isinstance(tokens, int) else '?':,} tokens, {data['fingerprint'][:19]}…; "
+                              f"got {self.ids.size:,} tokens, {self.fingerprint[:19]}…); resume with the same corpus "
+                              "and options")
+        self.epoch, self.batch, self.step = count("epoch"), count("batch"), count("step")
+        self.tokens_seen, self.bad_vals, self.epoch_start_step = count("tokens_seen"), count("bad_vals"), \
+            count("epoch_start_step")
+        train_time, best = t.get("train_time"), t.get("best_val_loss")
+        if isinstance(train_time, bool) or not isinstance(train_time, (int, float)) or not 0 <= train_time < math.inf:
+            raise bad("train_time", "a finite number of seconds >= 0")
+        if best is not None and (isinstance(best, bool) or not isinstance(best, (int, float)) or math.isnan(best)):
+            raise bad("best_val_loss", "a number or null")
+        if t.get("best_step") is not None:
+            count("best_step")
+        if not isinstance(t.get("pending_val"), bool):
+            raise bad("pending_val", "true or false")
+        skipped = t.get("skipped")
+        if not isinstance(skipped, list) or not all(isinstance(x, int) and not isinstance(x, bool) for x in skipped):
+            raise bad("skipped", "a list of step numbers")
+        self.train_time = float(train_time)
+        self.best_val = math.inf if best is None else float(best)
+        self.best_step = t["best_step"]
+        # (a validation cut short can only be pending if there is validation data)
+        self.pending_val = t["pending_val"] and self.val_ids.size > 0
+        self.history = History(loss=[float(x) for x in np.asarray(ckpt.tensors.get("loss", []), np.float64).ravel()],
+                               val=records("val_history"), epochs=records("epoch_history"), skipped=list(skipped))
         if len(self.history.loss) != self.step:
             raise CheckpointError(f"{path}: expected {self.step} per-step losses, got {len(self.history.loss)}")
         if self.epoch_start_step > self.step:

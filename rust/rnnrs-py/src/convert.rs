@@ -21,7 +21,8 @@ pub fn to_py(e: rnnrs::Error) -> PyErr {
     }
 }
 
-/// Run `f` with the GIL released; a panic becomes a `RuntimeError` instead of escaping.
+/// Run `f` with the GIL released; a panic becomes a `RuntimeError` instead of escaping (it is a
+/// bug in rnnrs: every user mistake is an `rnnrs::Error`).
 pub fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> rnnrs::Result<T> + Send) -> PyResult<T> {
     let r = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
     match r {
@@ -57,6 +58,13 @@ pub fn array<'py, T: NpElement, D: ndarray::Dimension>(
             arr.shape()
         )));
     }
+    if !arr.is_aligned() {
+        // ndarray cannot view misaligned data (e.g. `np.frombuffer(buf, offset=1)`): refuse it here
+        // instead of panicking; the Python wrappers copy such arrays first.
+        return Err(PyValueError::new_err(format!(
+            "{what}: expected an aligned array, got one whose data is not aligned to its dtype (copy it with numpy.array)"
+        )));
+    }
     match obj.cast::<PyArray<T, D>>() {
         Ok(a) => Ok(a.readonly()),
         Err(_) => Err(PyTypeError::new_err(format!("{what}: expected dtype {dtype}, got {}", arr.dtype()))),
@@ -67,8 +75,28 @@ pub fn array<'py, T: NpElement, D: ndarray::Dimension>(
 pub fn ids<D: ndarray::Dimension>(obj: &Bound<'_, PyAny>, what: &str, ndim: usize) -> PyResult<ndarray::Array<usize, D>> {
     let a = array::<i64, D>(obj, what, ndim, "int64")?;
     let v = a.as_array();
+    // A broadcast view can have a huge shape without the memory behind it: check before copying.
+    rnnrs::error::check_alloc(what, &format!("shape {:?}", v.shape()), Some(v.len()), std::mem::size_of::<usize>()).map_err(to_py)?;
     if let Some(bad) = v.iter().find(|&&i| i < 0) {
         return Err(PyValueError::new_err(format!("{what}: expected token ids >= 0, got {bad}")));
     }
     Ok(v.mapv(|i| i as usize))
+}
+
+/// The optimizer named by `set_optimizer(name, ...)` of the Python models: `"sgd"`, `"adam"` or `"adamw"`.
+pub fn optimizer_config(
+    name: &str,
+    lr: f64,
+    momentum: f64,
+    weight_decay: f64,
+    nesterov: bool,
+    betas: (f64, f64),
+    eps: f64,
+) -> PyResult<rnnrs::OptimizerConfig> {
+    use rnnrs::OptimizerConfig;
+    Ok(match name {
+        "sgd" => OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov },
+        "adam" | "adamw" => OptimizerConfig::Adam { lr, beta1: betas.0, beta2: betas.1, eps, weight_decay, decoupled: name == "adamw" },
+        other => return Err(PyValueError::new_err(format!("optimizer: expected 'sgd', 'adam' or 'adamw', got {other:?}"))),
+    })
 }

@@ -6,6 +6,7 @@ mod io;
 mod model;
 mod recurrent;
 mod sample;
+mod seqmodel;
 
 use pyo3::prelude::*;
 
@@ -22,9 +23,13 @@ mod _rnnrs {
     use crate::recurrent::Recurrent;
     #[pymodule_export]
     use crate::sample::{beam_search, sample, Sampler};
+    #[pymodule_export]
+    use crate::seqmodel::SeqModel;
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        m.add("MAX_SEQUENCES", rnnrs::sample::MAX_SEQUENCES)?;
+        m.add("MAX_TOKENS", rnnrs::sample::MAX_TOKENS)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
     }
     use pyo3::prelude::*;

@@ -1,13 +1,13 @@
 //! `LanguageModel`: embedding/one-hot → RNN/GRU/LSTM → linear, with its optimizer, in float32 or
 //! float64. The Python class `rnnrs.LanguageModel` wraps this one.
 
-use crate::convert::{array, detached, ids, to_py};
+use crate::convert::{array, detached, ids, optimizer_config, to_py};
 use crate::recurrent::named;
 use numpy::{IntoPyArray, PyArray3};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
-use rnnrs::{CellKind, LanguageModelConfig, Module, Optimizer, OptimizerConfig, State};
+use rnnrs::{CellKind, LanguageModelConfig, Module, Optimizer, State};
 
 /// A model and its optimizer (created by `set_optimizer`).
 pub struct Lm<F> {
@@ -72,6 +72,7 @@ impl LanguageModel {
     #[pyo3(signature = (vocab_size, embed_size, hidden_size, num_layers=1, cell="lstm", dropout=0.0, dtype="float32", seed=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         vocab_size: usize,
         embed_size: Option<usize>,
         hidden_size: usize,
@@ -84,8 +85,8 @@ impl LanguageModel {
         let cell: CellKind = cell.parse().map_err(to_py)?;
         let cfg = LanguageModelConfig { vocab_size, embed_size, hidden_size, num_layers, cell, dropout };
         let inner = match dtype {
-            "float32" => LmInner::F32(Lm { model: rnnrs::LanguageModel::new(cfg, seed).map_err(to_py)?, optimizer: None }),
-            "float64" => LmInner::F64(Lm { model: rnnrs::LanguageModel::new(cfg, seed).map_err(to_py)?, optimizer: None }),
+            "float32" => LmInner::F32(Lm { model: detached(py, || rnnrs::LanguageModel::new(cfg, seed))?, optimizer: None }),
+            "float64" => LmInner::F64(Lm { model: detached(py, || rnnrs::LanguageModel::new(cfg, seed))?, optimizer: None }),
             other => return Err(PyTypeError::new_err(format!("dtype: expected 'float32' or 'float64', got {other:?}"))),
         };
         Ok(LanguageModel { inner })
@@ -202,11 +203,7 @@ impl LanguageModel {
         betas: (f64, f64),
         eps: f64,
     ) -> PyResult<()> {
-        let cfg = match name {
-            "sgd" => OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov },
-            "adam" | "adamw" => OptimizerConfig::Adam { lr, beta1: betas.0, beta2: betas.1, eps, weight_decay, decoupled: name == "adamw" },
-            other => return Err(PyValueError::new_err(format!("optimizer: expected 'sgd', 'adam' or 'adamw', got {other:?}"))),
-        };
+        let cfg = optimizer_config(name, lr, momentum, weight_decay, nesterov, betas, eps)?;
         with_lm!(&mut self.inner, l, T => {
             l.optimizer = Some(Optimizer::new(cfg).map_err(to_py)?);
             Ok(())
@@ -290,7 +287,7 @@ pub fn dyn_arrays<'py, T: numpy::Element>(
 ) -> PyResult<Vec<(String, numpy::PyReadonlyArrayDyn<'py, T>)>> {
     let mut arrays = Vec::with_capacity(items.len());
     for (name, obj) in items {
-        let ndim = obj.cast::<numpy::PyUntypedArray>().map(|a| numpy::PyUntypedArrayMethods::ndim(a)).unwrap_or(0);
+        let ndim = obj.cast::<numpy::PyUntypedArray>().map(numpy::PyUntypedArrayMethods::ndim).unwrap_or(0);
         arrays.push((name.clone(), array::<T, ndarray::IxDyn>(obj, name, ndim, dt)?));
     }
     Ok(arrays)

@@ -44,6 +44,8 @@ pub struct Recurrent {
 }
 
 type StateOut<'py, T> = Option<Bound<'py, PyArray3<T>>>;
+/// `(y or dx, h, c or None)` as returned to Python.
+type Triple<'py> = (Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>);
 
 fn opt_array<'py, T: numpy::Element>(
     obj: Option<&Bound<'py, PyAny>>,
@@ -62,6 +64,7 @@ impl Recurrent {
     #[pyo3(signature = (cell, input_size, hidden_size, num_layers=1, bidirectional=false, dropout=0.0, dtype="float32", seed=0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         cell: &str,
         input_size: i64,
         hidden_size: i64,
@@ -83,9 +86,12 @@ impl Recurrent {
             .num_layers(size("num_layers", num_layers)?)
             .bidirectional(bidirectional)
             .dropout(dropout);
+        cfg.validate().map_err(to_py)?;
+        let bytes = if dtype == "float64" { 8 } else { 4 };
+        rnnrs::model::check_recurrent_size(&cfg, bytes).map_err(to_py)?;
         let inner = match dtype {
-            "float32" => Inner::F32(Layer { net: rnnrs::Recurrent::new(cfg, seed).map_err(to_py)?, tape: None }),
-            "float64" => Inner::F64(Layer { net: rnnrs::Recurrent::new(cfg, seed).map_err(to_py)?, tape: None }),
+            "float32" => Inner::F32(Layer { net: detached(py, || rnnrs::Recurrent::new(cfg, seed))?, tape: None }),
+            "float64" => Inner::F64(Layer { net: detached(py, || rnnrs::Recurrent::new(cfg, seed))?, tape: None }),
             other => return Err(PyTypeError::new_err(format!("dtype: expected 'float32' or 'float64', got {other:?}"))),
         };
         Ok(Recurrent { inner })
@@ -115,8 +121,10 @@ impl Recurrent {
     }
 
     /// Forward pass over `x (T, B, I)`; returns `(y, h_n, c_n or None)`. With `train=True` the
-    /// pass applies dropout and keeps what `backward` needs.
-    #[pyo3(signature = (x, h0=None, c0=None, train=true))]
+    /// pass applies dropout and keeps what `backward` needs. `lengths` (`B` ints in `[0, T]`, any
+    /// order) marks a padded batch: outputs past each end are zero, final states are taken at each
+    /// sequence's true last step, and the following `backward` ignores the padding.
+    #[pyo3(signature = (x, h0=None, c0=None, train=true, lengths=None))]
     fn forward<'py>(
         &mut self,
         py: Python<'py>,
@@ -124,20 +132,27 @@ impl Recurrent {
         h0: Option<&Bound<'py, PyAny>>,
         c0: Option<&Bound<'py, PyAny>>,
         train: bool,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+        lengths: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Triple<'py>> {
+        let lengths = opt_lengths(lengths)?;
         with_layer!(&mut self.inner, l, T => {
             let dt = <T as rnnrs::Element>::DTYPE;
             let x = array::<T, ndarray::Ix3>(x, "x", 3, dt)?;
             let h0 = opt_array::<T>(h0, "h0", dt)?;
             let c0 = opt_array::<T>(c0, "c0", dt)?;
             let (xv, h0v, c0v) = (x.as_array(), h0.as_ref().map(|a| a.as_array()), c0.as_ref().map(|a| a.as_array()));
+            // A broadcast view can have a huge shape without memory behind it: check what the
+            // pass would allocate before starting it.
+            let (t, b, _) = xv.dim();
+            rnnrs::model::check_recurrent_batch(l.net.config(), "x", t, b, std::mem::size_of::<T>()).map_err(to_py)?;
             l.tape = None;
             let net = &mut l.net;
+            let lens = lengths.as_deref();
             let (out, tape) = detached(py, || {
                 if train {
-                    net.forward_train(xv, h0v, c0v).map(|(o, t)| (o, Some(t)))
+                    net.forward_train_lengths(xv, h0v, c0v, lens).map(|(o, t)| (o, Some(t)))
                 } else {
-                    net.forward(xv, h0v, c0v).map(|o| (o, None))
+                    net.forward_lengths(xv, h0v, c0v, lens).map(|o| (o, None))
                 }
             })?;
             l.tape = tape;
@@ -155,7 +170,7 @@ impl Recurrent {
         dy: &Bound<'py, PyAny>,
         dh_n: Option<&Bound<'py, PyAny>>,
         dc_n: Option<&Bound<'py, PyAny>>,
-    ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Option<Bound<'py, PyAny>>)> {
+    ) -> PyResult<Triple<'py>> {
         with_layer!(&mut self.inner, l, T => {
             let dt = <T as rnnrs::Element>::DTYPE;
             let dy = array::<T, ndarray::Ix3>(dy, "dy", 3, dt)?;
@@ -215,6 +230,14 @@ impl Recurrent {
     /// Restore the dropout stream position.
     fn set_dropout_state(&mut self, seed: u64, calls: u64) {
         with_layer!(&mut self.inner, l, T => l.net.set_dropout_state(seed, calls))
+    }
+}
+
+/// Optional sequence lengths from a 1-D integer array (any integer dtype), checked non-negative.
+pub fn opt_lengths(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Vec<usize>>> {
+    match obj {
+        Some(o) if !o.is_none() => Ok(Some(crate::convert::ids::<ndarray::Ix1>(o, "lengths", 1)?.to_vec())),
+        _ => Ok(None),
     }
 }
 

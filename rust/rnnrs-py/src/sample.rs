@@ -103,6 +103,16 @@ pub fn beam_search<'py>(
     Ok((i, lp, beam.total_logprob))
 }
 
+/// The model, or a clear error if another thread is training it right now (instead of PyO3's panic).
+fn busy<T>(r: Result<T, pyo3::pycell::PyBorrowError>) -> PyResult<T> {
+    r.map_err(|_| {
+        pyo3::exceptions::PyRuntimeError::new_err(
+            "model: expected a model no other thread is changing, got one that is being trained right now \
+             (Already borrowed): train and sample one model from a single thread",
+        )
+    })
+}
+
 enum Inner {
     F32(rnnrs::Sampler<f32>),
     F64(rnnrs::Sampler<f64>),
@@ -137,7 +147,7 @@ impl Sampler {
     ) -> PyResult<Self> {
         let prefixes = prefixes_in(prefixes)?;
         let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens)?;
-        let inner = match &model.borrow().inner {
+        let inner = match &busy(model.try_borrow())?.inner {
             LmInner::F32(l) => Inner::F32(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),
             LmInner::F64(l) => Inner::F64(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),
         };
@@ -147,7 +157,7 @@ impl Sampler {
     /// Generate until every unfinished sequence has `tokens` more new tokens (or finished), and
     /// return, per sequence, `(ids, logprobs)` of the tokens not returned before.
     fn advance<'py>(&mut self, py: Python<'py>, tokens: usize) -> PyResult<Vec<Seq<'py>>> {
-        let model = self.model.bind(py).borrow();
+        let model = busy(self.model.bind(py).try_borrow())?;
         match (&model.inner, &mut self.inner) {
             (LmInner::F32(l), Inner::F32(s)) => detached(py, || s.advance(&l.model, tokens))?,
             (LmInner::F64(l), Inner::F64(s)) => detached(py, || s.advance(&l.model, tokens))?,

@@ -63,3 +63,43 @@ pub(crate) fn check_shape(what: &str, expected: &[usize], got: &[usize]) -> Resu
 pub(crate) fn invalid(what: &str, expected: impl fmt::Display, got: impl fmt::Display) -> Error {
     Error::Invalid { what: what.into(), expected: expected.to_string(), got: got.to_string() }
 }
+
+/// Requests below this many bytes are not probed by [`check_alloc`] (only checked for overflow).
+const PROBE_FROM_BYTES: usize = 1 << 30;
+
+/// `Err(Error::Invalid)` unless `elements` values of `elem_bytes` bytes each can be allocated.
+///
+/// Call it before allocating anything whose size comes from a caller, so that an absurd size
+/// (e.g. `hidden_size = 2^40`, or a broadcast NumPy view of a huge shape) is an error naming it
+/// instead of a process abort: `elements` is `None` when the count itself overflowed `usize`; a
+/// total above 1 GiB is probed with a fallible reservation that is released at once (no memory
+/// is touched). On Linux with the default heuristic overcommit this rejects requests larger than
+/// RAM + swap; a request that is granted can still exhaust memory later.
+pub fn check_alloc(what: &str, got: &str, elements: Option<usize>, elem_bytes: usize) -> Result<()> {
+    let too_big = |detail: String| invalid(what, "sizes whose arrays fit in memory", format!("{got} ({detail})"));
+    let Some(bytes) = elements.and_then(|n| n.checked_mul(elem_bytes)) else {
+        return Err(too_big("the number of elements overflows a 64-bit count".into()));
+    };
+    let detail = || format!("{bytes} bytes = {:.1} GiB, which cannot be allocated", bytes as f64 / (1u64 << 30) as f64);
+    if bytes > isize::MAX as usize {
+        return Err(too_big(detail()));
+    }
+    if bytes >= PROBE_FROM_BYTES && Vec::<u8>::new().try_reserve_exact(bytes).is_err() {
+        return Err(too_big(detail()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_alloc_rejects_overflow_and_absurd_sizes_without_allocating() {
+        assert!(check_alloc("x", "small", Some(1000), 8).is_ok());
+        let e = check_alloc("hidden_size", "hidden_size 2^40", None, 4).unwrap_err();
+        assert!(e.to_string().starts_with("hidden_size: expected sizes whose arrays fit in memory, got hidden_size 2^40"), "{e}");
+        assert!(check_alloc("x", "huge", Some(usize::MAX / 2), 8).is_err());
+        assert!(check_alloc("x", "huge", Some(1 << 60), 1).is_err());
+    }
+}

@@ -73,6 +73,8 @@ pub struct RecurrentInputGrads<F> {
 pub struct Tape<F> {
     steps: usize,
     batch: usize,
+    /// Per-sequence lengths of a padded batch (`None`: every sequence has `steps` steps).
+    lengths: Option<Vec<usize>>,
     h0: Array3<F>,
     c0: Option<Array3<F>>,
     layers: Vec<LayerTape<F>>,
@@ -82,6 +84,10 @@ impl<F> Tape<F> {
     /// `(T, B)` of the forward pass that produced the tape.
     pub fn dims(&self) -> (usize, usize) {
         (self.steps, self.batch)
+    }
+    /// The lengths of the padded batch the forward pass ran on, if any.
+    pub fn lengths(&self) -> Option<&[usize]> {
+        self.lengths.as_deref()
     }
 }
 
@@ -145,7 +151,8 @@ struct DirTape<F> {
     gates: Array2<F>,
     /// `(T·B, G·H)` recurrent projections (GRU only).
     hw: Option<Array2<F>>,
-    /// `(T·B, H)` hidden states, in time order.
+    /// `(T·B, H)` hidden states, in time order. With lengths, a padded step holds the state carried
+    /// through it (the final state forward, the initial state in reverse), not its zero output.
     h: Array2<F>,
     /// `(T·B, H)` cell states (LSTM only).
     c: Option<Array2<F>>,
@@ -231,9 +238,25 @@ impl<F: Element> Recurrent<F> {
         h0: Option<ArrayView3<'_, F>>,
         c0: Option<ArrayView3<'_, F>>,
     ) -> Result<RecurrentOutput<F>> {
+        self.forward_lengths(x, h0, c0, None)
+    }
+
+    /// Inference on a padded batch: sequence `b` is `x[..lengths[b], b]` (lengths in any order,
+    /// each in `[0, T]`; `None` means all `T`). Outputs past a sequence's end are zero; its final
+    /// state is the state after its last true step (the reverse direction starts there), so every
+    /// sequence gets the results it would get alone. A length of 0 gives zero outputs and final
+    /// state = initial state.
+    pub fn forward_lengths(
+        &self,
+        x: ArrayView3<'_, F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+        lengths: Option<&[usize]>,
+    ) -> Result<RecurrentOutput<F>> {
         self.check_inputs(x.dim(), &h0, &c0)?;
+        let lengths = check_lengths(lengths, x.dim().0, x.dim().1)?;
         check_finite("x", x.view().into_dyn())?;
-        Ok(self.run(dense_input(x), x.dim().0, h0, c0, None, false)?.0)
+        Ok(self.run(dense_input(x), x.dim().0, h0, c0, lengths, None, false)?.0)
     }
 
     /// Inference on token ids `(T, B)` standing for one-hot inputs of size `input_size` (as in the
@@ -245,7 +268,7 @@ impl<F: Element> Recurrent<F> {
         c0: Option<ArrayView3<'_, F>>,
     ) -> Result<RecurrentOutput<F>> {
         let input = self.check_tokens(ids, &h0, &c0)?;
-        Ok(self.run(input, ids.nrows(), h0, c0, None, false)?.0)
+        Ok(self.run(input, ids.nrows(), h0, c0, None, None, false)?.0)
     }
 
     /// Training forward on token ids `(T, B)` standing for one-hot inputs (see
@@ -258,7 +281,7 @@ impl<F: Element> Recurrent<F> {
     ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
         let input = self.check_tokens(ids, &h0, &c0)?;
         let seed = self.next_dropout_seed();
-        let (out, tape) = self.run(input, ids.nrows(), h0, c0, seed, true)?;
+        let (out, tape) = self.run(input, ids.nrows(), h0, c0, None, seed, true)?;
         Ok((out, tape.expect("a training run keeps its tape")))
     }
 
@@ -294,10 +317,24 @@ impl<F: Element> Recurrent<F> {
         h0: Option<ArrayView3<'_, F>>,
         c0: Option<ArrayView3<'_, F>>,
     ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
+        self.forward_train_lengths(x, h0, c0, None)
+    }
+
+    /// Training forward on a padded batch (see [`Recurrent::forward_lengths`]); the tape keeps the
+    /// lengths, so [`Recurrent::backward`] ignores the padding: `dy` at padded steps has no effect,
+    /// and `dx` there is zero.
+    pub fn forward_train_lengths(
+        &mut self,
+        x: ArrayView3<'_, F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+        lengths: Option<&[usize]>,
+    ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
         self.check_inputs(x.dim(), &h0, &c0)?;
+        let lengths = check_lengths(lengths, x.dim().0, x.dim().1)?;
         check_finite("x", x.view().into_dyn())?;
         let seed = self.next_dropout_seed();
-        let (out, tape) = self.run(dense_input(x), x.dim().0, h0, c0, seed, true)?;
+        let (out, tape) = self.run(dense_input(x), x.dim().0, h0, c0, lengths, seed, true)?;
         Ok((out, tape.expect("a training run keeps its tape")))
     }
 
@@ -331,12 +368,14 @@ impl<F: Element> Recurrent<F> {
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &self,
         x: LayerInput<F>,
         t: usize,
         h0: Option<ArrayView3<'_, F>>,
         c0: Option<ArrayView3<'_, F>>,
+        lengths: Option<Vec<usize>>,
         dropout_seed: Option<[u64; 3]>,
         keep: bool,
     ) -> Result<(RecurrentOutput<F>, Option<Tape<F>>)> {
@@ -363,7 +402,8 @@ impl<F: Element> Recurrent<F> {
             let run_dir = |dir: usize| {
                 let idx = l * d + dir;
                 let c0v = c0.as_ref().map(|c| c.index_axis(Axis(0), idx));
-                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, dir == 1, keep)
+                let lens = lengths.as_deref();
+                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, lens, dir == 1, keep)
             };
             let runs = if d == 2 {
                 let (f, r) = rayon::join(|| run_dir(0), || run_dir(1));
@@ -393,13 +433,15 @@ impl<F: Element> Recurrent<F> {
         }
         let LayerInput::Dense(y) = input else { unreachable!("every layer outputs dense features") };
         let y = y.into_shape_with_order((t, b, d * hs)).expect("(T, B, D*H)");
-        let tape = keep.then(|| Tape { steps: t, batch: b, h0, c0, layers });
+        let tape = keep.then(|| Tape { steps: t, batch: b, lengths, h0, c0, layers });
         Ok((RecurrentOutput { y, h_n, c_n }, tape))
     }
 
     /// Backpropagation through time for the forward pass that produced `tape`.
     ///
-    /// `dy` is `(T, B, D·H)`; `dh_n`/`dc_n` are `(L·D, B, H)` or `None` (zero). Parameter gradients
+    /// `dy` is `(T, B, D·H)`; `dh_n`/`dc_n` are `(L·D, B, H)` or `None` (zero). With a padded batch
+    /// (the tape of [`Recurrent::forward_train_lengths`]), `dy` at padded steps is ignored, `dx` there
+    /// is zero, and `dh_n`/`dc_n` enter at each sequence's true last step. Parameter gradients
     /// are **added** to the stored gradients (see [`Module::zero_grad`]); the gradients w.r.t. `x`,
     /// `h0` and `c0` are returned.
     pub fn backward(
@@ -458,6 +500,7 @@ impl<F: Element> Recurrent<F> {
                     dh_seq,
                     dh_n.index_axis(Axis(0), idx),
                     dc_n.index_axis(Axis(0), idx),
+                    tape.lengths.as_deref(),
                     dir == 1,
                 )
             };
@@ -522,6 +565,22 @@ impl<F: Element> Module<F> for Recurrent<F> {
     }
 }
 
+/// Validate per-sequence lengths: `B` of them, each in `[0, T]`. All equal to `T` is the same as none.
+fn check_lengths(lengths: Option<&[usize]>, t: usize, b: usize) -> Result<Option<Vec<usize>>> {
+    let Some(l) = lengths else { return Ok(None) };
+    check_shape("lengths", &[b], &[l.len()])?;
+    if let Some(&bad) = l.iter().find(|&&v| v > t) {
+        return Err(crate::error::invalid("lengths", format!("every length in [0, {t}] (seq_len)"), bad));
+    }
+    Ok(if l.iter().all(|&v| v == t) { None } else { Some(l.to_vec()) })
+}
+
+/// Whether sequence `row` is past its end at time `ti`.
+#[inline]
+fn padded(lengths: Option<&[usize]>, row: usize, ti: usize) -> bool {
+    lengths.is_some_and(|l| ti >= l[row])
+}
+
 /// `Err(NonFinite)` naming the first NaN/infinite entry of `a`.
 pub(crate) fn check_finite<F: Element>(what: &str, a: ArrayViewD<'_, F>) -> Result<()> {
     // Fast path: a sum is NaN/Inf iff some element is (or it overflows, re-checked exactly below).
@@ -584,6 +643,7 @@ fn dir_forward<F: Element>(
     b: usize,
     h0: ArrayView2<'_, F>,
     c0: Option<ArrayView2<'_, F>>,
+    lengths: Option<&[usize]>,
     reverse: bool,
     keep: bool,
 ) -> DirRun<F> {
@@ -626,6 +686,15 @@ fn dir_forward<F: Element>(
                 CellKind::Lstm => cell::lstm::forward(s, hs),
             }
         }
+        // Padded rows carry their state through the step unchanged.
+        for row in (0..b).filter(|&row| padded(lengths, row, ti)) {
+            let r = (ti * b + row) * hs..(ti * b + row + 1) * hs;
+            h_all.as_slice_mut().expect("contiguous")[r].copy_from_slice(&h_cur.as_slice().expect("contiguous")[row * hs..(row + 1) * hs]);
+            if lstm {
+                let r = (k * b + row) * hs..(k * b + row + 1) * hs;
+                c_all.as_slice_mut().expect("contiguous")[r].copy_from_slice(&c_cur.as_slice().expect("contiguous")[row * hs..(row + 1) * hs]);
+            }
+        }
         if keep && gru {
             rows_mut(hw_all.as_slice_mut().expect("contiguous"), ti, b, gh).copy_from_slice(hw_s);
         }
@@ -636,8 +705,17 @@ fn dir_forward<F: Element>(
     }
     let h_last = h_cur.into_shape_with_order(b * hs).expect("flat");
     let c_last = lstm.then(|| c_cur.into_shape_with_order(b * hs).expect("flat"));
-    let tape = keep.then(|| DirTape { gates, hw: gru.then_some(hw_all), h: h_all.clone(), c: lstm.then_some(c_all) });
-    DirRun { h: h_all, h_last, c_last, tape }
+    // The output: the states, zero at padded steps.
+    let mut y = h_all.clone();
+    if let Some(l) = lengths {
+        for (n, mut r) in y.rows_mut().into_iter().enumerate() {
+            if n / b >= l[n % b] {
+                r.fill(F::zero());
+            }
+        }
+    }
+    let tape = keep.then(|| DirTape { gates, hw: gru.then_some(hw_all), h: h_all, c: lstm.then_some(c_all) });
+    DirRun { h: y, h_last, c_last, tape }
 }
 
 /// One direction's BPTT. Adds parameter gradients into `g`; returns `(dx (T·B, I), dh0 (B, H), dc0)`.
@@ -655,6 +733,7 @@ fn dir_backward<F: Element>(
     dh_seq: Array2<F>,
     dh_n: ArrayView2<'_, F>,
     dc_n: ArrayView2<'_, F>,
+    lengths: Option<&[usize]>,
     reverse: bool,
 ) -> (Option<Array2<F>>, Array2<F>, Option<Array2<F>>) {
     let gh = p.weight_hh.nrows();
@@ -674,8 +753,18 @@ fn dir_backward<F: Element>(
     let h_all = tp.h.as_slice().expect("contiguous");
     let dh_seq = dh_seq.as_slice().expect("contiguous");
     let empty: [F; 0] = [];
+    // Gradients carried unchanged through padded steps.
+    let mut dh_keep = Array2::<F>::zeros((if lengths.is_some() { b } else { 0 }, hs));
+    let mut dc_keep = Array2::<F>::zeros((if lengths.is_some() && lstm { b } else { 0 }, hs));
     for step in (0..t).rev() {
         let ti = if reverse { t - 1 - step } else { step };
+        let any_padded = (0..b).any(|row| padded(lengths, row, ti));
+        if any_padded {
+            dh_keep.assign(&dh);
+            if lstm {
+                dc_keep.assign(&dc);
+            }
+        }
         let prev = (step > 0).then(|| if reverse { ti + 1 } else { ti - 1 });
         let h_prev: &[F] = match prev {
             Some(tp_) => rows(h_all, tp_, b, hs),
@@ -714,6 +803,15 @@ fn dir_backward<F: Element>(
                 CellKind::Lstm => cell::lstm::backward(s, hs),
             }
         }
+        if any_padded {
+            for row in (0..b).filter(|&row| padded(lengths, row, ti)) {
+                let r = ti * b + row;
+                dg_ih.row_mut(r).fill(F::zero());
+                if gru {
+                    dg_hh.row_mut(r).fill(F::zero());
+                }
+            }
+        }
         // dh_prev = dG_hh[t] · W_hh (+ the direct path for GRU).
         let dgh = if gru { &dg_hh } else { &dg_ih };
         let dgh_t = dgh.slice(s![ti * b..(ti + 1) * b, ..]);
@@ -724,6 +822,14 @@ fn dir_backward<F: Element>(
             F::zero()
         };
         gemm(F::one(), &dgh_t, &p.weight_hh.view(), beta, &mut dh.view_mut());
+        if any_padded {
+            for row in (0..b).filter(|&row| padded(lengths, row, ti)) {
+                dh.row_mut(row).assign(&dh_keep.row(row));
+                if lstm {
+                    dc.row_mut(row).assign(&dc_keep.row(row));
+                }
+            }
+        }
     }
     let dgh = if gru { &dg_hh } else { &dg_ih };
     input.add_weight_grad(&dg_ih, &mut g.weight_ih);

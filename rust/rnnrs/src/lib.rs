@@ -40,6 +40,7 @@ pub mod module;
 pub mod optim;
 pub mod rng;
 pub mod sample;
+pub mod seqmodel;
 
 pub use cell::CellKind;
 pub use config::RecurrentConfig;
@@ -53,3 +54,4 @@ pub use model::{LanguageModel, LanguageModelConfig, State, StepStats};
 pub use module::Module;
 pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
 pub use sample::{beam_search, sample, Beam, SampleConfig, Sampled, Sampler};
+pub use seqmodel::{Activation, LayerSpec, LossKind, SeqInput, SeqModel, SeqModelConfig, SeqStats, SeqTarget};

@@ -5,7 +5,7 @@ use crate::cell::CellKind;
 use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::embedding::Embedding;
-use crate::error::{check_shape, invalid, Error, Result};
+use crate::error::{check_alloc, check_shape, invalid, Error, Result};
 use crate::layer::Recurrent;
 use crate::linear::Linear;
 use crate::loss::cross_entropy;
@@ -48,6 +48,67 @@ impl LanguageModelConfig {
         }
         self.recurrent().validate()
     }
+    /// Number of trainable scalars, or `None` if the count overflows `usize`.
+    pub fn checked_num_params(&self) -> Option<usize> {
+        let (v, h) = (self.vocab_size, self.hidden_size);
+        let embedding = match self.embed_size {
+            Some(e) => v.checked_mul(e)?,
+            None => 0,
+        };
+        let linear = h.checked_mul(v)?.checked_add(v)?;
+        embedding.checked_add(recurrent_num_params(&self.recurrent())?)?.checked_add(linear)
+    }
+    fn describe(&self) -> String {
+        let e = self.embed_size.map_or("None".to_string(), |e| e.to_string());
+        format!(
+            "vocab_size {}, embed_size {e}, hidden_size {}, num_layers {}",
+            self.vocab_size, self.hidden_size, self.num_layers
+        )
+    }
+}
+
+/// Number of trainable scalars of a recurrent stack (as [`RecurrentConfig::num_params`]), or `None`
+/// if the count overflows `usize`.
+pub fn recurrent_num_params(cfg: &RecurrentConfig) -> Option<usize> {
+    let gate_size = cfg.cell.gates().checked_mul(cfg.hidden_size)?;
+    let d = cfg.directions();
+    let per_dir = |input: usize| -> Option<usize> {
+        gate_size.checked_mul(input.checked_add(cfg.hidden_size)?.checked_add(2)?)?.checked_mul(d)
+    };
+    let first = per_dir(cfg.input_size)?;
+    let rest = match cfg.num_layers.checked_sub(1)? {
+        0 => 0,
+        n => per_dir(d.checked_mul(cfg.hidden_size)?)?.checked_mul(n)?,
+    };
+    first.checked_add(rest)
+}
+
+/// `Err` unless the parameters of `cfg` with their gradients and two optimizer slots (4 values
+/// per parameter of `elem_bytes` bytes) fit in memory; see [`check_alloc`]. Run it before
+/// creating a [`Recurrent`] whose sizes come from a user.
+pub fn check_recurrent_size(cfg: &RecurrentConfig, elem_bytes: usize) -> Result<()> {
+    let got = format!(
+        "input_size {}, hidden_size {}, num_layers {}",
+        cfg.input_size, cfg.hidden_size, cfg.num_layers
+    );
+    check_alloc("recurrent layer size", &got, recurrent_num_params(cfg).and_then(|n| n.checked_mul(4)), elem_bytes)
+}
+
+/// Values a training pass of `cfg` keeps per `(time step, sequence)`: the output, and per layer
+/// and direction the gates, states and their gradients (a generous estimate).
+fn recurrent_values_per_token(cfg: &RecurrentConfig) -> Option<usize> {
+    let per_layer = cfg.cell.gates().checked_add(6)?.checked_mul(cfg.hidden_size)?.checked_mul(cfg.directions())?;
+    per_layer
+        .checked_mul(cfg.num_layers)?
+        .checked_add(cfg.input_size.checked_mul(2)?)?
+        .checked_add(cfg.directions().checked_mul(cfg.hidden_size)?.checked_mul(2)?)
+}
+
+/// `Err` unless a forward and backward pass of `cfg` over `(seq_len, batch)` fits in memory
+/// (see [`check_alloc`]); `what` names the input in the message.
+pub fn check_recurrent_batch(cfg: &RecurrentConfig, what: &str, seq_len: usize, batch: usize, elem_bytes: usize) -> Result<()> {
+    let n = seq_len.checked_mul(batch).and_then(|tb| tb.checked_mul(recurrent_values_per_token(cfg)?));
+    check_alloc(what, &format!("seq_len {seq_len} x batch {batch}"), n, elem_bytes)
 }
 
 /// Recurrent state carried between calls: `h` (and `c` for LSTM), each `(L, B, H)`.
@@ -83,6 +144,12 @@ impl<F: Element> LanguageModel<F> {
     /// A new model; every part is initialised from `seed` (PyTorch's schemes).
     pub fn new(config: LanguageModelConfig, seed: u64) -> Result<Self> {
         config.validate()?;
+        check_alloc(
+            "model size",
+            &config.describe(),
+            config.checked_num_params().and_then(|n| n.checked_mul(4)),
+            std::mem::size_of::<F>(),
+        )?;
         let embedding = match config.embed_size {
             Some(e) => Some(Embedding::new(config.vocab_size, e, mix(seed ^ 1))?),
             None => None,
@@ -129,6 +196,16 @@ impl<F: Element> LanguageModel<F> {
         Ok(())
     }
 
+    /// `Err` unless the activations of a pass over `(t, b)` ids fit in memory.
+    fn check_batch(&self, what: &str, t: usize, b: usize) -> Result<()> {
+        let c = &self.config;
+        let per_token = recurrent_values_per_token(&c.recurrent())
+            .and_then(|n| n.checked_add(c.vocab_size.checked_mul(3)?))
+            .and_then(|n| n.checked_add(c.embed_size.unwrap_or(0).checked_mul(2)?));
+        let n = t.checked_mul(b).and_then(|tb| tb.checked_mul(per_token?));
+        check_alloc(what, &format!("shape ({t}, {b})"), n, std::mem::size_of::<F>())
+    }
+
     fn check_state(&self, state: Option<&State<F>>, batch: usize) -> Result<()> {
         if let Some(s) = state {
             let st = self.rnn.config().state_shape(batch);
@@ -158,6 +235,7 @@ impl<F: Element> LanguageModel<F> {
 
     /// Logits `(T, B, V)` for `ids: (T, B)` and the final state (inference: no dropout).
     pub fn logits(&self, ids: ArrayView2<'_, usize>, state: Option<&State<F>>) -> Result<(Array3<F>, State<F>)> {
+        self.check_batch("ids", ids.nrows(), ids.ncols())?;
         self.check_ids("ids", &ids)?;
         self.check_state(state, ids.ncols())?;
         let (t, b) = ids.dim();
@@ -181,6 +259,8 @@ impl<F: Element> LanguageModel<F> {
         state: Option<&State<F>>,
     ) -> Result<(f64, State<F>)> {
         check_shape("targets", inputs.shape(), targets.shape())?;
+        self.check_batch("inputs", inputs.nrows(), inputs.ncols())?;
+        self.check_ids("inputs", &inputs)?;
         self.check_ids("targets", &targets)?;
         let (logits, st) = self.logits(inputs, state)?;
         let (t, b, v) = logits.dim();
@@ -198,6 +278,7 @@ impl<F: Element> LanguageModel<F> {
         state: Option<&State<F>>,
     ) -> Result<(f64, State<F>)> {
         check_shape("targets", inputs.shape(), targets.shape())?;
+        self.check_batch("inputs", inputs.nrows(), inputs.ncols())?;
         self.check_ids("inputs", &inputs)?;
         self.check_ids("targets", &targets)?;
         self.check_state(state, inputs.ncols())?;
@@ -227,7 +308,8 @@ impl<F: Element> LanguageModel<F> {
     /// One complete training step: zero the gradients, forward, loss, backward, clip the global
     /// gradient norm to `clip` (if given), and update with `optimizer`.
     ///
-    /// If the loss or the gradient norm is not finite, the parameters are left unchanged and
+    /// If the loss or the gradient norm is not finite, or the update would make a parameter (or
+    /// an optimizer moment) non-finite, the parameters and the optimizer are left unchanged and
     /// `Error::NonFinite` is returned (the caller decides to stop or skip).
     pub fn train_step(
         &mut self,
@@ -252,6 +334,14 @@ impl<F: Element> LanguageModel<F> {
             return Err(Error::NonFinite(format!(
                 "training step {}: loss {loss}, gradient norm {grad_norm}; parameters left unchanged",
                 optimizer.steps() + 1
+            )));
+        }
+        if !optimizer.step_is_finite(self) {
+            return Err(Error::NonFinite(format!(
+                "training step {}: loss {loss} and gradient norm {grad_norm} are finite, but the update (learning \
+                 rate {:e}) would make parameters non-finite; parameters left unchanged",
+                optimizer.steps() + 1,
+                optimizer.config().lr()
             )));
         }
         optimizer.step(self);
@@ -280,5 +370,50 @@ impl<F: Element> Module<F> for LanguageModel<F> {
         }
         self.rnn.visit_mut(&mut |n, p, g| f(&format!("rnn.{n}"), p, g));
         self.linear.visit_mut(&mut |n, p, g| f(&format!("linear.{n}"), p, g));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::optim::OptimizerConfig;
+    use ndarray::Array2;
+
+    fn config(vocab_size: usize, embed_size: Option<usize>, hidden_size: usize, num_layers: usize) -> LanguageModelConfig {
+        LanguageModelConfig { vocab_size, embed_size, hidden_size, num_layers, cell: CellKind::Lstm, dropout: 0.0 }
+    }
+
+    #[test]
+    fn absurd_sizes_are_errors_not_aborts() {
+        for cfg in [
+            config(1 << 40, Some(1 << 40), 1 << 40, 2),
+            config(10, Some(4), 1 << 31, 1),
+            config(1_000_000, Some(1_000_000), 10, 1),
+            config(10, None, 8, usize::MAX),
+        ] {
+            let e = LanguageModel::<f32>::new(cfg.clone(), 0).unwrap_err();
+            assert!(e.to_string().starts_with("model size: expected sizes whose arrays fit in memory, got vocab_size"), "{e}");
+        }
+        let m = LanguageModel::<f32>::new(config(10, Some(4), 8, 1), 0).unwrap();
+        let one = ndarray::Array2::<usize>::ones((1, 1));
+        let huge = one.broadcast((1 << 40, 1 << 20)).unwrap();
+        let e = m.logits(huge, None).unwrap_err();
+        assert!(e.to_string().starts_with("ids: expected sizes whose arrays fit in memory, got shape (1099511627776, 1048576)"), "{e}");
+    }
+
+    #[test]
+    fn an_overflowing_update_is_refused_and_changes_nothing() {
+        let mut m = LanguageModel::<f32>::new(config(6, Some(4), 8, 1), 0).unwrap();
+        let mut opt = Optimizer::new(OptimizerConfig::adam(1e38)).unwrap(); // lr / (1 - beta1) overflows f32
+        let x = Array2::from_shape_fn((5, 2), |(t, b)| (t + b) % 6);
+        let y = Array2::from_shape_fn((5, 2), |(t, b)| (t + 2 * b + 1) % 6);
+        let before = m.state_dict();
+        let e = m.train_step(x.view(), y.view(), None, None, &mut opt).unwrap_err();
+        assert!(matches!(e, Error::NonFinite(_)) && e.to_string().contains("would make parameters non-finite"), "{e}");
+        assert_eq!(m.state_dict(), before);
+        assert_eq!(opt.steps(), 0);
+        let mut opt = Optimizer::new(OptimizerConfig::sgd(0.1)).unwrap();
+        m.train_step(x.view(), y.view(), None, None, &mut opt).unwrap();
+        assert_ne!(m.state_dict(), before);
     }
 }

@@ -143,11 +143,55 @@ impl<F: Element> Optimizer<F> {
         Ok(())
     }
 
+    /// Whether [`Optimizer::step`] would leave every parameter and every state value of `m`
+    /// finite. Same arithmetic as `step`, nothing is written: a finite gradient times a huge
+    /// learning rate can overflow, and the caller can then refuse the update.
+    pub fn step_is_finite(&self, m: &dyn Module<F>) -> bool {
+        let t = Self::bias_step(self.steps.saturating_add(1));
+        let rule = Rule::new(&self.config, t);
+        let mut k = 0usize;
+        let mut ok = true;
+        m.visit(&mut |_, p, g| {
+            let st: &[ArrayD<F>] = self.state.get(k).map_or(&[], Vec::as_slice);
+            k += 1;
+            if !ok {
+                return;
+            }
+            let zero = F::zero();
+            ok = match (rule, st) {
+                (Rule::Sgd { .. }, [buf]) => {
+                    Zip::from(&p).and(&g).and(buf).all(|&p, &g, &b| {
+                        let (p, b) = rule.sgd(p, g, b, false);
+                        finite(&[p, b])
+                    })
+                }
+                (Rule::Sgd { .. }, _) => Zip::from(&p).and(&g).all(|&p, &g| {
+                    let (p, b) = rule.sgd(p, g, zero, true);
+                    finite(&[p, b])
+                }),
+                (Rule::Adam { .. }, [m1, v1]) => Zip::from(&p).and(&g).and(m1).and(v1).all(|&p, &g, &m, &v| {
+                    let (p, m, v) = rule.adam(p, g, m, v);
+                    finite(&[p, m, v])
+                }),
+                (Rule::Adam { .. }, _) => Zip::from(&p).and(&g).all(|&p, &g| {
+                    let (p, m, v) = rule.adam(p, g, zero, zero);
+                    finite(&[p, m, v])
+                }),
+            };
+        });
+        ok
+    }
+
+    /// The step number used in Adam's bias corrections: past 2^31 steps they are exactly 1
+    /// (`beta^t` underflows to 0), so the count saturates there.
+    fn bias_step(steps: u64) -> i32 {
+        i32::try_from(steps).unwrap_or(i32::MAX)
+    }
+
     /// Apply one update to every parameter of `m` from its gradient.
     pub fn step(&mut self, m: &mut dyn Module<F>) {
-        self.steps += 1;
-        let t = self.steps as i32;
-        let config = self.config.clone();
+        self.steps = self.steps.saturating_add(1);
+        let rule = Rule::new(&self.config, Self::bias_step(self.steps));
         let state = &mut self.state;
         let mut k = 0usize;
         m.visit_mut(&mut |_, mut p, g| {
@@ -156,50 +200,27 @@ impl<F: Element> Optimizer<F> {
             }
             let st = &mut state[k];
             k += 1;
-            match config {
-                OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov } => {
-                    let (lr, mom, wd) = (F::from_f64(lr), F::from_f64(momentum), F::from_f64(weight_decay));
-                    if momentum == 0.0 {
-                        Zip::from(&mut p).and(&g).for_each(|p, &g| {
-                            let d = g + wd * *p;
-                            *p -= lr * d;
-                        });
-                        return;
-                    }
+            match rule {
+                Rule::Sgd { momentum_zero: true, .. } => {
+                    Zip::from(&mut p).and(&g).for_each(|p, &g| *p = rule.sgd(*p, g, F::zero(), true).0);
+                }
+                Rule::Sgd { .. } => {
                     let first = st.is_empty();
                     if first {
                         st.push(ArrayD::zeros(p.shape()));
                     }
                     Zip::from(&mut p).and(&g).and(&mut st[0]).for_each(|p, &g, buf| {
-                        let d = g + wd * *p;
-                        *buf = if first { d } else { mom * *buf + d };
-                        let upd = if nesterov { d + mom * *buf } else { *buf };
-                        *p -= lr * upd;
+                        (*p, *buf) = rule.sgd(*p, g, *buf, first);
                     });
                 }
-                OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay, decoupled } => {
+                Rule::Adam { .. } => {
                     if st.is_empty() {
                         st.push(ArrayD::zeros(p.shape()));
                         st.push(ArrayD::zeros(p.shape()));
                     }
-                    let bc1 = 1.0 - beta1.powi(t);
-                    let bc2 = 1.0 - beta2.powi(t);
-                    let step_size = F::from_f64(lr / bc1);
-                    let bc2_sqrt = F::from_f64(bc2.sqrt());
-                    let (b1, b2, eps_f) = (F::from_f64(beta1), F::from_f64(beta2), F::from_f64(eps));
-                    let (one, wd, shrink) = (F::one(), F::from_f64(weight_decay), F::from_f64(1.0 - lr * weight_decay));
                     let (m1, rest) = st.split_at_mut(1);
                     Zip::from(&mut p).and(&g).and(&mut m1[0]).and(&mut rest[0]).for_each(|p, &g, m, v| {
-                        let g = if decoupled {
-                            *p *= shrink;
-                            g
-                        } else {
-                            g + wd * *p
-                        };
-                        *m = b1 * *m + (one - b1) * g;
-                        *v = b2 * *v + (one - b2) * g * g;
-                        let denom = v.sqrt() / bc2_sqrt + eps_f;
-                        *p -= step_size * *m / denom;
+                        (*p, *m, *v) = rule.adam(*p, g, *m, *v);
                     });
                 }
             }
@@ -238,6 +259,14 @@ impl<F: Element> Optimizer<F> {
                 let key = format!("{name}.{slot}");
                 if let Some((_, a)) = tensors.iter().find(|(k, _)| *k == key) {
                     check_shape(&key, shape, a.shape())?;
+                    if let Some(bad) = a.iter().find(|v| !v.is_finite()) {
+                        return Err(Error::NonFinite(format!("{key}: expected finite values, got {bad}")));
+                    }
+                    if *slot == "exp_avg_sq" {
+                        if let Some(bad) = a.iter().find(|&&v| v < F::zero()) {
+                            return Err(invalid(&key, "values >= 0 (a mean of squares)", bad));
+                        }
+                    }
                     st.push(a.to_owned());
                 }
             }
@@ -247,10 +276,82 @@ impl<F: Element> Optimizer<F> {
             state.push(st);
         }
         if tensors.len() != state.iter().map(Vec::len).sum::<usize>() {
-            return Err(Error::State("optimizer state has entries for unknown parameters".into()));
+            let known: Vec<String> =
+                shapes.iter().flat_map(|(n, _)| slots.iter().map(move |s| format!("{n}.{s}"))).collect();
+            let mut unknown: Vec<&str> = tensors.iter().map(|(k, _)| k.as_str()).filter(|k| !known.iter().any(|n| n == k)).collect();
+            unknown.dedup();
+            let got = if unknown.is_empty() { "duplicate entries".to_string() } else { format!("{unknown:?}") };
+            return Err(invalid("optimizer state", format!("entries for this model's parameters ({slots:?} each)"), got));
         }
         self.state = state;
         self.steps = steps;
         Ok(())
+    }
+}
+
+fn finite<F: Element>(values: &[F]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
+
+/// One optimizer step's constants in the element type, and its per-element arithmetic (shared by
+/// [`Optimizer::step`] and [`Optimizer::step_is_finite`], so both compute exactly the same values).
+#[derive(Clone, Copy)]
+enum Rule<F> {
+    Sgd { lr: F, mom: F, wd: F, nesterov: bool, momentum_zero: bool },
+    Adam { step_size: F, bc2_sqrt: F, b1: F, b2: F, eps: F, wd: F, shrink: F, decoupled: bool },
+}
+
+impl<F: Element> Rule<F> {
+    fn new(config: &OptimizerConfig, t: i32) -> Self {
+        match *config {
+            OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov } => Rule::Sgd {
+                lr: F::from_f64(lr),
+                mom: F::from_f64(momentum),
+                wd: F::from_f64(weight_decay),
+                nesterov,
+                momentum_zero: momentum == 0.0,
+            },
+            OptimizerConfig::Adam { lr, beta1, beta2, eps, weight_decay, decoupled } => {
+                let bc1 = 1.0 - beta1.powi(t);
+                let bc2 = 1.0 - beta2.powi(t);
+                Rule::Adam {
+                    step_size: F::from_f64(lr / bc1),
+                    bc2_sqrt: F::from_f64(bc2.sqrt()),
+                    b1: F::from_f64(beta1),
+                    b2: F::from_f64(beta2),
+                    eps: F::from_f64(eps),
+                    wd: F::from_f64(weight_decay),
+                    shrink: F::from_f64(1.0 - lr * weight_decay),
+                    decoupled,
+                }
+            }
+        }
+    }
+
+    /// SGD: `(new parameter, new momentum buffer)`; `first` = no buffer yet.
+    #[inline(always)]
+    fn sgd(self, p: F, g: F, buf: F, first: bool) -> (F, F) {
+        let Rule::Sgd { lr, mom, wd, nesterov, momentum_zero } = self else { unreachable!("an SGD rule") };
+        let d = g + wd * p;
+        if momentum_zero {
+            return (p - lr * d, buf);
+        }
+        let buf = if first { d } else { mom * buf + d };
+        let upd = if nesterov { d + mom * buf } else { buf };
+        (p - lr * upd, buf)
+    }
+
+    /// Adam/AdamW: `(new parameter, new first moment, new second moment)`.
+    #[inline(always)]
+    fn adam(self, p: F, g: F, m: F, v: F) -> (F, F, F) {
+        let Rule::Adam { step_size, bc2_sqrt, b1, b2, eps, wd, shrink, decoupled } = self else {
+            unreachable!("an Adam rule")
+        };
+        let one = F::one();
+        let (p, g) = if decoupled { (p * shrink, g) } else { (p, g + wd * p) };
+        let m = b1 * m + (one - b1) * g;
+        let v = b2 * v + (one - b2) * g * g;
+        let denom = v.sqrt() / bc2_sqrt + eps;
+        (p - step_size * m / denom, m, v)
     }
 }
