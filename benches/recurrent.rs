@@ -13,7 +13,9 @@ use std::hint::black_box;
 use std::time::Duration;
 
 /// (name, cell, input, hidden, layers, bidirectional, batch, seq_len)
-const CONFIGS: &[(&str, CellKind, usize, usize, usize, bool, usize, usize)] = &[
+type BenchConfig = (&'static str, CellKind, usize, usize, usize, bool, usize, usize);
+
+const CONFIGS: &[BenchConfig] = &[
     ("S", CellKind::Lstm, 64, 128, 1, false, 32, 35),
     ("M", CellKind::Lstm, 256, 256, 2, false, 64, 64),
     ("L", CellKind::Lstm, 512, 512, 2, false, 64, 100),
