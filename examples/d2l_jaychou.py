@@ -37,7 +37,7 @@ def main() -> int:
         text = f.read().replace("\n", " ").replace("\r", " ")[:10000]
     print(f"| cell | " + " | ".join(f"ppl @{e}" for e in range(args.every, args.epochs + 1, args.every))
           + " | time | 分开 | 不分开 |")
-    print("|---" * (3 + args.epochs // args.every + 2) + "|")
+    print("|---" * (4 + args.epochs // args.every) + "|")
     for cell in ("rnn", "gru", "lstm"):
         ppl = {}
 

@@ -398,12 +398,19 @@ class Sequential:
         self.optimizer = _optimizer(optimizer)
         self.clipnorm = None if clipnorm is None else float(clipnorm)
         self._set_optimizer()
-        if self._takes_ids() or getattr(self.layers[0], "input_shape", None):
+        if self._takes_ids() or (self.layers and getattr(self.layers[0], "input_shape", None)):
             self.build()
 
     # ---------------------------------------------------------------------------------------- data
     def _x(self, x: Any) -> np.ndarray:
-        x = np.asarray(x)
+        try:
+            x = np.asarray(x)
+        except ValueError as e:  # ragged nested lists
+            raise ValueError(f"x: expected a rectangular array (pad ragged sequences with pad_sequences), got {e}") from None
+        if x.size == 0 or x.ndim == 0:
+            raise ValueError(f"x: expected at least one example with at least one step, got shape {x.shape}")
+        if x.dtype == object:
+            raise TypeError("x: expected a numeric array, got objects")
         if self._takes_ids():
             if x.ndim != 2 or not np.issubdtype(x.dtype, np.integer):
                 raise ValueError(f"x: expected integer token ids (N, T), got {x.dtype} array of shape {x.shape}")
@@ -415,7 +422,12 @@ class Sequential:
         return np.ascontiguousarray(x, dtype=self.dtype)
 
     def _y(self, y: Any) -> np.ndarray:
-        y = np.asarray(y)
+        try:
+            y = np.asarray(y)
+        except ValueError as e:
+            raise ValueError(f"y: expected a rectangular array, got {e}") from None
+        if y.dtype == object:
+            raise TypeError("y: expected a numeric array, got objects")
         if self.loss == "sparse_categorical_crossentropy":
             if not np.issubdtype(y.dtype, np.integer):
                 raise TypeError(f"y: expected integer class ids for sparse_categorical_crossentropy, got {y.dtype}")
@@ -456,6 +468,7 @@ class Sequential:
         Keras does; ``validation_data=(x, y)`` or ``(x, y, lengths)`` gives it explicitly.
         ``verbose``: 0 silent, 1 progress bar, 2 one line per epoch. ``callbacks``: callables
         ``f(epoch, logs)`` called after each epoch. Returns a :class:`History`."""
+        epochs, batch_size = _pos_int("epochs", epochs), _pos_int("batch_size", batch_size)
         x, y = self._x(x), self._y(y)
         n = len(x)
         if len(y) != n:
@@ -510,7 +523,10 @@ class Sequential:
         return logs
 
     def _evaluate(self, x: Any, y: Any, lengths: Any, batch_size: int) -> Dict[str, float]:
+        batch_size = _pos_int("batch_size", batch_size)
         x, y = self._x(x), self._y(y)
+        if len(y) != len(x):
+            raise ValueError(f"y: expected {len(x)} examples (as many as x), got {len(y)}")
         lens = self._lengths(x, lengths)
         core = self._core_or_raise()
         tot_loss = tot_correct = tot_count = 0.0
@@ -542,6 +558,7 @@ class Sequential:
 
     def predict(self, x: Any, batch_size: int = 256, *, lengths: Any = None, verbose: int = 0) -> np.ndarray:
         """Outputs for ``x`` in inference mode, batch-first: ``(N, C)`` or ``(N, T, C)``."""
+        batch_size = _pos_int("batch_size", batch_size)
         x = self._x(x)
         core = self._core_or_raise()
         lens = self._lengths(x, lengths)
@@ -599,8 +616,13 @@ class Sequential:
         """Write the configuration, weights and (by default) optimizer state to ``path``: a
         safetensors file with the JSON configuration in its metadata (atomic; no pickle)."""
         from .checkpoint import write_tensors
+        from ._rnnrs import NonFiniteError
         core = self._core_or_raise()
         tensors = {f"model.{k}": v for k, v in core.state_dict()}
+        bad = [k for k, v in tensors.items() if not np.all(np.isfinite(v))]
+        if bad:
+            raise NonFiniteError(f"save: expected finite weights, got NaN/Inf in {bad[0]} (and {len(bad) - 1} more); "
+                                 f"nothing was written to {os.fspath(path)}")
         meta = {"format": FORMAT, "config": json.dumps(self.get_config())}
         if include_optimizer:
             steps, items = core.optimizer_state()
@@ -620,12 +642,27 @@ def load_model(path: Union[str, "os.PathLike[str]"]) -> Sequential:
     tensors, meta = read_tensors(path)
     if meta.get("format") != FORMAT:
         raise CheckpointError(f"{os.fspath(path)}: expected an {FORMAT} file, got format {meta.get('format')!r}")
+    try:
+        return _model_from(tensors, meta, path)
+    except CheckpointError:
+        raise
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError, IndexError) as e:
+        what = f"missing entry {e}" if isinstance(e, KeyError) else str(e)
+        raise CheckpointError(f"{os.fspath(path)}: not a valid {FORMAT} file ({type(e).__name__}: {what})") from None
+
+
+def _model_from(tensors: Mapping[str, np.ndarray], meta: Mapping[str, str], path: Any) -> Sequential:
+    from .checkpoint import CheckpointError
     cfg = json.loads(meta["config"])
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("layers"), list):
+        raise CheckpointError(f"{os.fspath(path)}: expected a JSON object with a list of layers in 'config'")
     layers = []
     for entry in cfg["layers"]:
         cls = _LAYERS.get(entry["class"])
         if cls is None:
             raise CheckpointError(f"{os.fspath(path)}: unknown layer class {entry['class']!r}")
+        if not isinstance(entry.get("config"), dict):
+            raise CheckpointError(f"{os.fspath(path)}: expected a config object for layer {entry['class']!r}")
         layers.append(cls(**entry["config"]))
     model = Sequential(layers, seed=cfg["seed"], dtype=cfg["dtype"], name=cfg["name"])
     comp = cfg["compile"]

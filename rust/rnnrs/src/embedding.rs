@@ -21,6 +21,9 @@ impl<F: Element> Embedding<F> {
         if num_embeddings == 0 || dim == 0 {
             return Err(invalid("embedding size", "num_embeddings >= 1 and dim >= 1", format!("({num_embeddings}, {dim})")));
         }
+        // The table, its gradient and two optimizer slots.
+        let n = num_embeddings.checked_mul(dim).and_then(|n| n.checked_mul(4));
+        crate::error::check_alloc("embedding size", &format!("({num_embeddings}, {dim})"), n, std::mem::size_of::<F>())?;
         let mut r = rng::stream(&[seed, 11]);
         let weight = Array2::from_shape_simple_fn((num_embeddings, dim), || F::from_f64(rng::normal(&mut r)));
         Ok(Embedding { grad: Array2::zeros(weight.dim()), weight })

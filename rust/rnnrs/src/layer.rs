@@ -192,6 +192,7 @@ impl<F: Element> Recurrent<F> {
     /// A new stack with PyTorch's initialisation `U(-1/√H, 1/√H)` drawn from `seed`.
     pub fn new(config: RecurrentConfig, seed: u64) -> Result<Self> {
         config.validate()?;
+        crate::model::check_recurrent_size(&config, std::mem::size_of::<F>())?;
         let d = config.directions();
         let (g, h) = (config.gate_size(), config.hidden_size);
         let params: Vec<DirParams<F>> =
@@ -661,11 +662,14 @@ fn dir_forward<F: Element>(
     let mut h_cur = h0.to_owned();
     let mut c_cur: Array2<F> = c0.map(|c| c.to_owned()).unwrap_or_else(|| Array2::zeros((0, hs)));
     let mut hw = Array2::<F>::zeros((b, gh));
+    // `W_hhᵀ` laid out row-major once per call: the per-step product `h · W_hhᵀ` with a
+    // contiguous right-hand side runs ~1.5–2× faster at small batch than through a transposed view.
+    let whh_t = p.weight_hh.t().as_standard_layout().into_owned();
     for step in 0..t {
         let ti = if reverse { t - 1 - step } else { step };
         let k = if keep { ti } else { 0 };
         hw.rows_mut().into_iter().for_each(|mut r| r.assign(&p.bias_hh));
-        gemm(F::one(), &h_cur.view(), &p.weight_hh.t(), F::one(), &mut hw.view_mut());
+        gemm(F::one(), &h_cur.view(), &whh_t.view(), F::one(), &mut hw.view_mut());
         let hw_s = hw.as_slice().expect("contiguous");
         {
             let h_out = rows_mut(h_all.as_slice_mut().expect("contiguous"), ti, b, hs);

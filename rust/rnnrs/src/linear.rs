@@ -26,6 +26,9 @@ impl<F: Element> Linear<F> {
         if in_features == 0 || out_features == 0 {
             return Err(invalid("linear size", "in_features >= 1 and out_features >= 1", format!("({in_features}, {out_features})")));
         }
+        // The weights, their gradients and two optimizer slots.
+        let n = in_features.checked_add(1).and_then(|i| i.checked_mul(out_features)).and_then(|n| n.checked_mul(4));
+        crate::error::check_alloc("linear size", &format!("({in_features}, {out_features})"), n, std::mem::size_of::<F>())?;
         let k = 1.0 / (in_features as f64).sqrt();
         let mut r = rng::stream(&[seed, 12]);
         let mut u = || F::from_f64((2.0 * rng::uniform(&mut r) - 1.0) * k);

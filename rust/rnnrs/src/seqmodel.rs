@@ -315,6 +315,15 @@ impl<F: Element> SeqModel<F> {
                 stats.loss
             )));
         }
+        if !optimizer.step_is_finite(self) {
+            return Err(Error::NonFinite(format!(
+                "training step {}: loss {} and gradient norm {norm} are finite, but the update (learning rate {:e}) \
+                 would make parameters non-finite; parameters left unchanged",
+                optimizer.steps() + 1,
+                stats.loss,
+                optimizer.config().lr()
+            )));
+        }
         optimizer.step(self);
         Ok(stats)
     }
