@@ -104,7 +104,8 @@ def configs(mode):
         "L": st.integers(1, 3),
         "bi": st.booleans(),
         "T": st.integers(1, 10),
-        "B": st.integers(1, 6),
+        # Small batches, and batches spanning several of the time loops' 16-row blocks.
+        "B": st.one_of(st.integers(1, 6), st.integers(15, 36)),
         "I": st.integers(1, 8),
         "H": st.integers(1, 8),
         "init": st.booleans(),
@@ -219,6 +220,8 @@ FIXED = [
     ("gru", dict(L=3, bi=True, T=10, B=6, I=5, H=8)),
     ("rnn_tanh", dict(L=2, bi=False, T=12, B=3, I=4, H=6)),
     ("rnn_relu", dict(L=2, bi=True, T=9, B=5, I=8, H=8)),
+    ("lstm", dict(L=2, bi=True, T=5, B=37, I=3, H=5)),   # three row blocks (16 + 16 + 5)
+    ("gru", dict(L=1, bi=False, T=6, B=33, I=4, H=6)),
 ]
 
 

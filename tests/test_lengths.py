@@ -32,7 +32,7 @@ def configs():
         "L": st.integers(1, 2),
         "bi": st.booleans(),
         "T": st.integers(1, 7),
-        "B": st.integers(1, 5),
+        "B": st.one_of(st.integers(1, 5), st.integers(15, 34)),   # one or several 16-row blocks
         "I": st.integers(1, 5),
         "H": st.integers(1, 5),
         "init": st.booleans(),

@@ -12,7 +12,8 @@ use crate::cell::{self, CellKind};
 use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
-use crate::linalg::gemm;
+use crate::linalg::{gemm, gemm_serial};
+use rayon::prelude::*;
 use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
 use ndarray::{s, Array1, Array2, Array3, ArrayView2, ArrayView3, ArrayViewD, Axis};
@@ -619,14 +620,67 @@ fn dropout_mask<F: Element>(dim: (usize, usize), p: f64, stream: &[u64]) -> Arra
     Array2::from_shape_simple_fn(dim, || if rng::uniform(&mut r) < p { F::zero() } else { keep })
 }
 
-/// Rows `t·B .. (t+1)·B` of a `(T·B, W)` contiguous matrix as a slice.
-#[inline]
-fn rows<F>(a: &[F], t: usize, b: usize, w: usize) -> &[F] {
-    &a[t * b * w..(t + 1) * b * w]
+/// Sequences per block of the time loops. The batch is cut into blocks of this many rows (the last
+/// may be shorter) that step through time independently and in parallel: rows of a recurrence
+/// never interact. The cut depends only on the batch size, never on the thread count, so results
+/// are bit-identical for any number of threads. 16 rows keep the per-step product near the
+/// kernel's peak (measured: 16 rows reach 85–100 % of the speed of 64).
+const BLOCK_ROWS: usize = 16;
+
+/// The blocks of rows `[start, end)` of a batch of `b` sequences.
+fn batch_blocks(b: usize) -> Vec<std::ops::Range<usize>> {
+    (0..b).step_by(BLOCK_ROWS).map(|s| s..(s + BLOCK_ROWS).min(b)).collect()
 }
+
+/// Row-block access to a row-major matrix shared by the blocks of the time loop, each of which
+/// touches only the rows of its own sequences (`time · B + row` for its rows).
+struct SharedRows<F> {
+    ptr: *mut F,
+    rows: usize,
+    width: usize,
+}
+
+// SAFETY: a `SharedRows` is only used while the matrix it points to is mutably borrowed by the
+// function that made it, and its users write disjoint rows (see `SharedRows::rows`).
+unsafe impl<F: Send> Send for SharedRows<F> {}
+unsafe impl<F: Send> Sync for SharedRows<F> {}
+
+impl<F> SharedRows<F> {
+    fn new(a: &mut Array2<F>) -> Self {
+        let (rows, width) = a.dim();
+        let ptr = a.as_slice_mut().expect("contiguous").as_mut_ptr();
+        SharedRows { ptr, rows, width }
+    }
+    /// Rows `start .. start + n` as a slice.
+    ///
+    /// # Safety
+    /// No other live slice from this `SharedRows` may overlap these rows.
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn rows(&self, start: usize, n: usize) -> &mut [F] {
+        assert!(start + n <= self.rows, "rows {start}..{} of {}", start + n, self.rows);
+        // SAFETY: in bounds (checked above); exclusivity is the caller's promise.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(start * self.width), n * self.width) }
+    }
+}
+
+/// Rows `start .. start + n` of a `(·, W)` contiguous matrix as a slice.
 #[inline]
-fn rows_mut<F>(a: &mut [F], t: usize, b: usize, w: usize) -> &mut [F] {
-    &mut a[t * b * w..(t + 1) * b * w]
+fn block<F>(a: &[F], start: usize, n: usize, w: usize) -> &[F] {
+    &a[start * w..(start + n) * w]
+}
+
+/// Rows `b0 .. b0 + n` of a `(B, H)` view as an owned, contiguous `(n, H)` matrix.
+fn owned_rows<F: Element>(a: ArrayView2<'_, F>, b0: usize, n: usize) -> Array2<F> {
+    a.slice(s![b0..b0 + n, ..]).as_standard_layout().into_owned()
+}
+
+/// Stack the per-block `(n, H)` results into one flat `(B·H,)` vector.
+fn stack_rows<F: Element>(parts: impl Iterator<Item = Array2<F>>, len: usize) -> Array1<F> {
+    let mut out = Vec::with_capacity(len);
+    for p in parts {
+        out.extend_from_slice(p.as_slice().expect("contiguous"));
+    }
+    Array1::from_vec(out)
 }
 
 /// A dense `(T, B, I)` input as `(T·B, I)` rows.
@@ -656,32 +710,41 @@ fn dir_forward<F: Element>(
     let xw = xw.as_slice().expect("contiguous");
     let kept = if keep { t } else { 1 };
     let mut gates = Array2::<F>::zeros((kept * b, gh));
-    let mut hw_all = Array2::<F>::zeros(((if keep && gru { t } else { 1 }) * b, gh));
+    let mut hw_all = Array2::<F>::zeros(((if keep && gru { t } else { 0 }) * b, gh));
     let mut c_all = Array2::<F>::zeros(((if lstm { kept } else { 0 }) * b, hs));
     let mut h_all = Array2::<F>::zeros((t * b, hs));
-    let mut h_cur = h0.to_owned();
-    let mut c_cur: Array2<F> = c0.map(|c| c.to_owned()).unwrap_or_else(|| Array2::zeros((0, hs)));
-    let mut hw = Array2::<F>::zeros((b, gh));
     // `W_hhᵀ` laid out row-major once per call: the per-step product `h · W_hhᵀ` with a
     // contiguous right-hand side runs ~1.5–2× faster at small batch than through a transposed view.
     let whh_t = p.weight_hh.t().as_standard_layout().into_owned();
-    for step in 0..t {
-        let ti = if reverse { t - 1 - step } else { step };
-        let k = if keep { ti } else { 0 };
-        hw.rows_mut().into_iter().for_each(|mut r| r.assign(&p.bias_hh));
-        gemm(F::one(), &h_cur.view(), &whh_t.view(), F::one(), &mut hw.view_mut());
-        let hw_s = hw.as_slice().expect("contiguous");
-        {
-            let h_out = rows_mut(h_all.as_slice_mut().expect("contiguous"), ti, b, hs);
-            let c_out: &mut [F] = if lstm { rows_mut(c_all.as_slice_mut().expect("contiguous"), k, b, hs) } else { &mut [] };
+    let (gates_s, hw_s, c_s, h_s) =
+        (SharedRows::new(&mut gates), SharedRows::new(&mut hw_all), SharedRows::new(&mut c_all), SharedRows::new(&mut h_all));
+    let run_block = |r: &std::ops::Range<usize>| {
+        let (b0, n) = (r.start, r.len());
+        let mut h_cur = owned_rows(h0, b0, n);
+        let mut c_cur = match c0 {
+            Some(c) => owned_rows(c, b0, n),
+            None => Array2::zeros((0, hs)),
+        };
+        let mut hw = Array2::<F>::zeros((n, gh));
+        for step in 0..t {
+            let ti = if reverse { t - 1 - step } else { step };
+            let k = if keep { ti } else { 0 };
+            hw.rows_mut().into_iter().for_each(|mut r| r.assign(&p.bias_hh));
+            gemm_serial(F::one(), &h_cur.view(), &whh_t.view(), F::one(), &mut hw.view_mut());
+            let hw_sl = hw.as_slice().expect("contiguous");
+            // SAFETY: this block alone owns rows `b0..b0+n` of every time step, and the slices of
+            // one step are dropped before the next step asks for its own.
+            let (h_out, c_out, g_out) = unsafe {
+                (h_s.rows(ti * b + b0, n), if lstm { c_s.rows(k * b + b0, n) } else { &mut [] }, gates_s.rows(k * b + b0, n))
+            };
             let s = cell::Fwd {
-                xw: rows(xw, ti, b, gh),
-                hw: hw_s,
+                xw: block(xw, ti * b + b0, n, gh),
+                hw: hw_sl,
                 h_prev: h_cur.as_slice().expect("contiguous"),
                 c_prev: c_cur.as_slice().expect("contiguous"),
-                gates: rows_mut(gates.as_slice_mut().expect("contiguous"), k, b, gh),
-                h: h_out,
-                c: c_out,
+                gates: g_out,
+                h: &mut *h_out,
+                c: &mut *c_out,
             };
             match cell {
                 CellKind::RnnTanh => cell::rnn::forward(s, false),
@@ -689,26 +752,29 @@ fn dir_forward<F: Element>(
                 CellKind::Gru => cell::gru::forward(s, hs),
                 CellKind::Lstm => cell::lstm::forward(s, hs),
             }
-        }
-        // Padded rows carry their state through the step unchanged.
-        for row in (0..b).filter(|&row| padded(lengths, row, ti)) {
-            let r = (ti * b + row) * hs..(ti * b + row + 1) * hs;
-            h_all.as_slice_mut().expect("contiguous")[r].copy_from_slice(&h_cur.as_slice().expect("contiguous")[row * hs..(row + 1) * hs]);
+            // Padded rows carry their state through the step unchanged.
+            for row in (0..n).filter(|&row| padded(lengths, b0 + row, ti)) {
+                let rr = row * hs..(row + 1) * hs;
+                h_out[rr.clone()].copy_from_slice(&h_cur.as_slice().expect("contiguous")[rr.clone()]);
+                if lstm {
+                    c_out[rr.clone()].copy_from_slice(&c_cur.as_slice().expect("contiguous")[rr]);
+                }
+            }
+            if keep && gru {
+                // SAFETY: as above.
+                unsafe { hw_s.rows(ti * b + b0, n) }.copy_from_slice(hw_sl);
+            }
+            h_cur.as_slice_mut().expect("contiguous").copy_from_slice(h_out);
             if lstm {
-                let r = (k * b + row) * hs..(k * b + row + 1) * hs;
-                c_all.as_slice_mut().expect("contiguous")[r].copy_from_slice(&c_cur.as_slice().expect("contiguous")[row * hs..(row + 1) * hs]);
+                c_cur.as_slice_mut().expect("contiguous").copy_from_slice(c_out);
             }
         }
-        if keep && gru {
-            rows_mut(hw_all.as_slice_mut().expect("contiguous"), ti, b, gh).copy_from_slice(hw_s);
-        }
-        h_cur.as_slice_mut().expect("contiguous").copy_from_slice(rows(h_all.as_slice().expect("contiguous"), ti, b, hs));
-        if lstm {
-            c_cur.as_slice_mut().expect("contiguous").copy_from_slice(rows(c_all.as_slice().expect("contiguous"), k, b, hs));
-        }
-    }
-    let h_last = h_cur.into_shape_with_order(b * hs).expect("flat");
-    let c_last = lstm.then(|| c_cur.into_shape_with_order(b * hs).expect("flat"));
+        (h_cur, c_cur)
+    };
+    let finals: Vec<(Array2<F>, Array2<F>)> = batch_blocks(b).par_iter().map(run_block).collect();
+    let (hl, cl): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
+    let h_last = stack_rows(hl.into_iter(), b * hs);
+    let c_last = lstm.then(|| stack_rows(cl.into_iter(), b * hs));
     // The output: the states, zero at padded steps.
     let mut y = h_all.clone();
     if let Some(l) = lengths {
@@ -748,56 +814,62 @@ fn dir_backward<F: Element>(
     let mut dg_hh = Array2::<F>::zeros((if gru { t * b } else { 0 }, gh));
     // h_prev of every step, in time order: the input of the W_hh product.
     let mut h_prev_all = Array2::<F>::zeros((t * b, hs));
-    let mut dh = dh_n.to_owned();
-    let mut dc = if lstm { dc_n.to_owned() } else { Array2::zeros((0, hs)) };
-    let mut dh_total = Array2::<F>::zeros((b, hs));
-    let mut dh_direct = Array2::<F>::zeros((b, hs));
-    let h0c = h0.as_standard_layout();
-    let c0c: Option<Array2<F>> = c0.map(|c| c.as_standard_layout().into_owned());
     let h_all = tp.h.as_slice().expect("contiguous");
+    let gates_all = tp.gates.as_slice().expect("contiguous");
+    let hw_all: &[F] = tp.hw.as_ref().map_or(&[], |hw| hw.as_slice().expect("contiguous"));
+    let c_all: &[F] = tp.c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous"));
     let dh_seq = dh_seq.as_slice().expect("contiguous");
-    let empty: [F; 0] = [];
-    // Gradients carried unchanged through padded steps.
-    let mut dh_keep = Array2::<F>::zeros((if lengths.is_some() { b } else { 0 }, hs));
-    let mut dc_keep = Array2::<F>::zeros((if lengths.is_some() && lstm { b } else { 0 }, hs));
-    for step in (0..t).rev() {
-        let ti = if reverse { t - 1 - step } else { step };
-        let any_padded = (0..b).any(|row| padded(lengths, row, ti));
-        if any_padded {
-            dh_keep.assign(&dh);
-            if lstm {
-                dc_keep.assign(&dc);
+    let (dg_ih_s, dg_hh_s, hp_s) = (SharedRows::new(&mut dg_ih), SharedRows::new(&mut dg_hh), SharedRows::new(&mut h_prev_all));
+    let run_block = |r: &std::ops::Range<usize>| {
+        let (b0, n) = (r.start, r.len());
+        let h0c = owned_rows(h0, b0, n);
+        let c0c = c0.map(|c| owned_rows(c, b0, n));
+        let mut dh = owned_rows(dh_n, b0, n);
+        let mut dc = if lstm { owned_rows(dc_n, b0, n) } else { Array2::zeros((0, hs)) };
+        let mut dh_total = Array2::<F>::zeros((n, hs));
+        let mut dh_direct = Array2::<F>::zeros((n, hs));
+        // Gradients carried unchanged through padded steps.
+        let mut dh_keep = Array2::<F>::zeros((if lengths.is_some() { n } else { 0 }, hs));
+        let mut dc_keep = Array2::<F>::zeros((if lengths.is_some() && lstm { n } else { 0 }, hs));
+        for step in (0..t).rev() {
+            let ti = if reverse { t - 1 - step } else { step };
+            let row0 = ti * b + b0;
+            let any_padded = (0..n).any(|row| padded(lengths, b0 + row, ti));
+            if any_padded {
+                dh_keep.assign(&dh);
+                if lstm {
+                    dc_keep.assign(&dc);
+                }
             }
-        }
-        let prev = (step > 0).then(|| if reverse { ti + 1 } else { ti - 1 });
-        let h_prev: &[F] = match prev {
-            Some(tp_) => rows(h_all, tp_, b, hs),
-            None => h0c.as_slice().expect("contiguous"),
-        };
-        rows_mut(h_prev_all.as_slice_mut().expect("contiguous"), ti, b, hs).copy_from_slice(h_prev);
-        let (c_cur, c_prev): (&[F], &[F]) = match (&tp.c, prev) {
-            (Some(c), Some(tp_)) => (rows(c.as_slice().expect("c"), ti, b, hs), rows(c.as_slice().expect("c"), tp_, b, hs)),
-            (Some(c), None) => (rows(c.as_slice().expect("c"), ti, b, hs), c0c.as_ref().expect("c0").as_slice().expect("c0")),
-            _ => (&empty, &empty),
-        };
-        for ((o, &a), &s) in dh_total.iter_mut().zip(dh.iter()).zip(rows(dh_seq, ti, b, hs)) {
-            *o = a + s;
-        }
-        {
+            let prev = (step > 0).then(|| if reverse { ti + 1 } else { ti - 1 });
+            let h_prev: &[F] = match prev {
+                Some(tp_) => block(h_all, tp_ * b + b0, n, hs),
+                None => h0c.as_slice().expect("contiguous"),
+            };
+            // SAFETY: this block alone owns rows `b0..b0+n` of every time step, and the slices of
+            // one step are dropped before the next step asks for its own.
+            let (hp_out, dgi, dgh) =
+                unsafe { (hp_s.rows(row0, n), dg_ih_s.rows(row0, n), if gru { dg_hh_s.rows(row0, n) } else { &mut [] }) };
+            hp_out.copy_from_slice(h_prev);
+            let (c_cur, c_prev): (&[F], &[F]) = match (lstm, prev) {
+                (true, Some(tp_)) => (block(c_all, row0, n, hs), block(c_all, tp_ * b + b0, n, hs)),
+                (true, None) => (block(c_all, row0, n, hs), c0c.as_ref().expect("c0").as_slice().expect("c0")),
+                _ => (&[], &[]),
+            };
+            for ((o, &a), &s) in dh_total.iter_mut().zip(dh.iter()).zip(block(dh_seq, row0, n, hs)) {
+                *o = a + s;
+            }
             let s = cell::Bwd {
-                gates: rows(tp.gates.as_slice().expect("contiguous"), ti, b, gh),
-                hw: match &tp.hw {
-                    Some(hw) => rows(hw.as_slice().expect("contiguous"), ti, b, gh),
-                    None => &empty,
-                },
-                h: rows(h_all, ti, b, hs),
+                gates: block(gates_all, row0, n, gh),
+                hw: if gru { block(hw_all, row0, n, gh) } else { &[] },
+                h: block(h_all, row0, n, hs),
                 h_prev,
                 c: c_cur,
                 c_prev,
                 dh: dh_total.as_slice().expect("contiguous"),
                 dc: dc.as_slice_mut().expect("contiguous"),
-                dg_ih: rows_mut(dg_ih.as_slice_mut().expect("contiguous"), ti, b, gh),
-                dg_hh: if gru { rows_mut(dg_hh.as_slice_mut().expect("contiguous"), ti, b, gh) } else { &mut [] },
+                dg_ih: &mut *dgi,
+                dg_hh: &mut *dgh,
                 dh_direct: dh_direct.as_slice_mut().expect("contiguous"),
             };
             match cell {
@@ -806,35 +878,38 @@ fn dir_backward<F: Element>(
                 CellKind::Gru => cell::gru::backward(s, hs),
                 CellKind::Lstm => cell::lstm::backward(s, hs),
             }
-        }
-        if any_padded {
-            for row in (0..b).filter(|&row| padded(lengths, row, ti)) {
-                let r = ti * b + row;
-                dg_ih.row_mut(r).fill(F::zero());
-                if gru {
-                    dg_hh.row_mut(r).fill(F::zero());
+            if any_padded {
+                for row in (0..n).filter(|&row| padded(lengths, b0 + row, ti)) {
+                    dgi[row * gh..(row + 1) * gh].fill(F::zero());
+                    if gru {
+                        dgh[row * gh..(row + 1) * gh].fill(F::zero());
+                    }
+                }
+            }
+            // dh_prev = dG_hh[t] · W_hh (+ the direct path for GRU).
+            let dg_rec = ArrayView2::from_shape((n, gh), if gru { &*dgh } else { &*dgi }).expect("(n, G·H)");
+            let beta = if gru {
+                dh.assign(&dh_direct);
+                F::one()
+            } else {
+                F::zero()
+            };
+            gemm_serial(F::one(), &dg_rec, &p.weight_hh.view(), beta, &mut dh.view_mut());
+            if any_padded {
+                for row in (0..n).filter(|&row| padded(lengths, b0 + row, ti)) {
+                    dh.row_mut(row).assign(&dh_keep.row(row));
+                    if lstm {
+                        dc.row_mut(row).assign(&dc_keep.row(row));
+                    }
                 }
             }
         }
-        // dh_prev = dG_hh[t] · W_hh (+ the direct path for GRU).
-        let dgh = if gru { &dg_hh } else { &dg_ih };
-        let dgh_t = dgh.slice(s![ti * b..(ti + 1) * b, ..]);
-        let beta = if gru {
-            dh.assign(&dh_direct);
-            F::one()
-        } else {
-            F::zero()
-        };
-        gemm(F::one(), &dgh_t, &p.weight_hh.view(), beta, &mut dh.view_mut());
-        if any_padded {
-            for row in (0..b).filter(|&row| padded(lengths, row, ti)) {
-                dh.row_mut(row).assign(&dh_keep.row(row));
-                if lstm {
-                    dc.row_mut(row).assign(&dc_keep.row(row));
-                }
-            }
-        }
-    }
+        (dh, dc)
+    };
+    let finals: Vec<(Array2<F>, Array2<F>)> = batch_blocks(b).par_iter().map(run_block).collect();
+    let (dhs, dcs): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
+    let dh = stack_rows(dhs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)");
+    let dc = lstm.then(|| stack_rows(dcs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)"));
     let dgh = if gru { &dg_hh } else { &dg_ih };
     input.add_weight_grad(&dg_ih, &mut g.weight_ih);
     g.bias_ih += &dg_ih.sum_axis(Axis(0));
@@ -845,5 +920,5 @@ fn dir_backward<F: Element>(
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
         dx
     });
-    (dx, dh, lstm.then_some(dc))
+    (dx, dh, dc)
 }

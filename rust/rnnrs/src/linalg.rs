@@ -13,6 +13,17 @@ const PARALLEL_MIN_WORK: usize = 1 << 18;
 /// With `beta == 0`, `c` is overwritten (its old values, even NaN, are ignored).
 #[inline]
 pub fn gemm<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
+    gemm_in(alpha, a, b, beta, c, true)
+}
+
+/// [`gemm`] on the calling thread only: for products inside work that is already split over
+/// threads (the row blocks of the time loops).
+#[inline]
+pub fn gemm_serial<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
+    gemm_in(alpha, a, b, beta, c, false)
+}
+
+fn gemm_in<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>, parallel: bool) {
     let ((m, k), (k2, n)) = (a.dim(), b.dim());
     assert!(k == k2 && c.dim() == (m, n), "gemm: shapes {:?} · {:?} -> {:?}", a.dim(), b.dim(), c.dim());
     if m == 0 || n == 0 {
@@ -27,7 +38,7 @@ pub fn gemm<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F,
         return;
     }
     let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
+    let par = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None

@@ -1,0 +1,89 @@
+//! Results do not depend on the number of threads: forward, BPTT and the language-model training
+//! step give the same bits in pools of 1, 2, 3 and 4 threads, for batches that span several of the
+//! time loops' row blocks (and a padded batch), and a batch's rows equal the same sequences run in
+//! a batch of another size to rounding (the blocks step independently).
+
+use ndarray::{Array2, Array3, ArrayD};
+use rnnrs::rng;
+use rnnrs::{CellKind, LanguageModel, LanguageModelConfig, Module, Optimizer, OptimizerConfig, Recurrent, RecurrentConfig};
+
+fn rand3(shape: (usize, usize, usize), seed: u64) -> Array3<f32> {
+    let mut r = rng::stream(&[seed, 5]);
+    Array3::from_shape_simple_fn(shape, || (2.0 * rng::uniform(&mut r) - 1.0) as f32)
+}
+
+fn in_pool<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(f)
+}
+
+fn bits(a: impl IntoIterator<Item = f32>) -> Vec<u32> {
+    a.into_iter().map(f32::to_bits).collect()
+}
+
+/// Every output of one forward + backward, as bits.
+fn pass(cell: CellKind, bidi: bool, b: usize, lengths: Option<&[usize]>) -> Vec<Vec<u32>> {
+    let (t, i, h) = (9, 5, 24);
+    let cfg = RecurrentConfig::new(cell, i, h).num_layers(2).bidirectional(bidi);
+    let mut net = Recurrent::<f32>::new(cfg.clone(), 3).unwrap();
+    let x = rand3((t, b, i), 1);
+    let st = cfg.state_shape(b);
+    let h0 = rand3((st[0], st[1], st[2]), 2);
+    let (out, tape) = net.forward_train_lengths(x.view(), Some(h0.view()), None, lengths).unwrap();
+    let dy = rand3(out.y.dim(), 4);
+    let g = net.backward(&tape, dy.view(), None, None).unwrap();
+    let mut all = vec![bits(out.y.iter().copied()), bits(out.h_n.iter().copied()), bits(g.dh0.iter().copied())];
+    all.push(bits(g.dx.unwrap().iter().copied()));
+    for (_, gr) in net.grad_dict() {
+        all.push(bits(gr.iter().copied()));
+    }
+    all
+}
+
+#[test]
+fn recurrent_passes_are_bit_identical_for_any_thread_count() {
+    let lengths: Vec<usize> = (0..37).map(|k| (k * 7) % 10).collect();
+    for cell in [CellKind::Lstm, CellKind::Gru, CellKind::RnnTanh] {
+        for (bidi, b, lens) in [(false, 37, None), (true, 33, None), (false, 37, Some(&lengths[..])), (true, 17, Some(&lengths[..17]))] {
+            let one = in_pool(1, || pass(cell, bidi, b, lens));
+            for threads in [2, 3, 4] {
+                let many = in_pool(threads, || pass(cell, bidi, b, lens));
+                assert!(one == many, "{cell:?} bidi={bidi} B={b} lengths={}: {threads} threads differ from 1", lens.is_some());
+            }
+        }
+    }
+}
+
+#[test]
+fn rows_do_not_depend_on_the_rest_of_the_batch() {
+    // The first 5 sequences of a batch of 40 (three row blocks) against the same 5 alone.
+    let cfg = RecurrentConfig::new(CellKind::Lstm, 4, 20).num_layers(2);
+    let net = Recurrent::<f32>::new(cfg, 9).unwrap();
+    let x = rand3((6, 40, 4), 8);
+    let big = net.forward(x.view(), None, None).unwrap();
+    let small = net.forward(x.slice(ndarray::s![.., 0..5, ..]), None, None).unwrap();
+    for (a, b) in big.y.slice(ndarray::s![.., 0..5, ..]).iter().zip(small.y.iter()) {
+        assert!((a - b).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {b}");
+    }
+}
+
+#[test]
+fn training_steps_are_bit_identical_for_any_thread_count() {
+    let run = || {
+        let cfg = LanguageModelConfig { vocab_size: 50, embed_size: Some(12), hidden_size: 20, num_layers: 2, cell: CellKind::Lstm, dropout: 0.2 };
+        let mut m = LanguageModel::<f32>::new(cfg, 1).unwrap();
+        let mut opt = Optimizer::new(OptimizerConfig::adam(1e-2)).unwrap();
+        let x = Array2::from_shape_fn((8, 35), |(t, b)| (t * 13 + b * 7) % 50);
+        let y = Array2::from_shape_fn((8, 35), |(t, b)| (t * 13 + b * 7 + 1) % 50);
+        let mut losses = Vec::new();
+        for _ in 0..3 {
+            let (stats, _) = m.train_step(x.view(), y.view(), None, Some(1.0), &mut opt).unwrap();
+            losses.push(stats.loss.to_bits());
+        }
+        let params: Vec<(String, ArrayD<f32>)> = m.state_dict();
+        (losses, params.into_iter().map(|(_, p)| bits(p.iter().copied())).collect::<Vec<_>>())
+    };
+    let one = in_pool(1, run);
+    for threads in [2, 3] {
+        assert!(one == in_pool(threads, run), "{threads} threads differ from 1");
+    }
+}
