@@ -243,6 +243,7 @@ def sample(
     top_p: float | None = None,
     repetition_penalty: float = 1.0,
     stop_tokens: Sequence[int] = ...,
+    banned_tokens: Sequence[int] = ...,
 ) -> list[tuple[_Ids, npt.NDArray[np.float64], bool]]:
     """Generate ``length`` new tokens after each 1-D int64 prefix (sequence ``i`` from ``seeds[i]``)
     in one batch. Returns ``[(ids (n,) int64, logprobs (n,) float64, stopped)]``: the new ids, their
@@ -274,6 +275,7 @@ class Sampler:
         top_p: float | None = None,
         repetition_penalty: float = 1.0,
         stop_tokens: Sequence[int] = ...,
+        banned_tokens: Sequence[int] = ...,
     ) -> Sampler: ...
     def advance(self, tokens: int) -> list[tuple[_Ids, npt.NDArray[np.float64]]]:
         """Generate until every unfinished sequence has ``tokens`` more new tokens (or finished), and

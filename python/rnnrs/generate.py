@@ -102,7 +102,8 @@ def _seed(name: str, value: Any) -> int:
 
 
 def sampling_options(length: Any, temperature: Any = 1.0, top_k: Any = None, top_p: Any = None,
-                     repetition_penalty: Any = 1.0, stop_tokens: Any = (), greedy: Any = False) -> Dict[str, Any]:
+                     repetition_penalty: Any = 1.0, stop_tokens: Any = (), greedy: Any = False,
+                     banned_tokens: Any = ()) -> Dict[str, Any]:
     """Check the sampling options (``TypeError`` for a wrong type, ``ValueError`` for a value out of
     range, each naming the option, what was expected and what was given) and return them as the
     keyword arguments of ``rnnrs._rnnrs.sample``. ``greedy=True`` sets the temperature to 0."""
@@ -113,6 +114,9 @@ def sampling_options(length: Any, temperature: Any = 1.0, top_k: Any = None, top
     if isinstance(stop_tokens, (str, bytes)) or not isinstance(stop_tokens, Iterable):
         raise TypeError(f"stop_tokens: expected a sequence of token ids, got {_type_name(stop_tokens)}")
     stops = [_int("stop token", t, 0) for t in stop_tokens]
+    if isinstance(banned_tokens, (str, bytes)) or not isinstance(banned_tokens, Iterable):
+        raise TypeError(f"banned_tokens: expected a sequence of token ids, got {_type_name(banned_tokens)}")
+    banned = [_int("banned token", t, 0) for t in banned_tokens]
     top_k = _int("top_k", top_k, 1, optional=True, limit=None)
     return dict(
         length=_int("length", length, 0),
@@ -122,6 +126,7 @@ def sampling_options(length: Any, temperature: Any = 1.0, top_k: Any = None, top
         repetition_penalty=_real("repetition_penalty", repetition_penalty, "a finite number > 0 (1 = no penalty)",
                                  lambda v: math.isfinite(v) and v > 0.0),
         stop_tokens=stops,
+        banned_tokens=banned,
     )
 
 
@@ -159,11 +164,16 @@ class LyricGenerator:
             with (its vocabulary size must equal the model's).
         info: optional metadata (from the model file), e.g. ``{"newlines_as_spaces": True}``: newlines
             of a prefix then become spaces in the model's input, as in training.
+        ban: tokens never generated (sampling; :meth:`beam` is a plain search of the model and does
+            not ban). Default: ``<unk>``, which decodes to the literal text ``"<unk>"``. The built-in
+            model also bans ``□``, the corpus's mark for a lost character. Tokens not in the
+            vocabulary are ignored; ``ban=()`` generates from the model's full distribution.
 
     See the module documentation for the options, log-probabilities and unknown prefix characters.
     """
 
-    def __init__(self, model: Any, tokenizer: Any, info: Optional[Dict[str, Any]] = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any, info: Optional[Dict[str, Any]] = None,
+                 ban: Iterable[str] = ("<unk>",)) -> None:
         if not hasattr(model, "_core") or not hasattr(model, "vocab_size"):
             raise TypeError(f"model: expected an rnnrs.LanguageModel, got {_type_name(model)}")
         vocab = getattr(tokenizer, "vocab", None)
@@ -175,10 +185,17 @@ class LyricGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.info: Dict[str, Any] = dict(info or {})
+        if isinstance(ban, str) or not isinstance(ban, Iterable) or not all(isinstance(t, str) for t in ban):
+            raise TypeError(f"ban: expected a sequence of tokens (str), got {ban!r}")
+        self.ban: Tuple[str, ...] = tuple(ban)
+
+    def _banned_ids(self) -> List[int]:
+        vocab = self.tokenizer.vocab
+        return [int(vocab[t]) for t in self.ban if t in vocab]
 
     # ------------------------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: Union[str, "os.PathLike[str]"]) -> "LyricGenerator":
+    def load(cls, path: Union[str, "os.PathLike[str]"], ban: Iterable[str] = ("<unk>",)) -> "LyricGenerator":
         """Load a model directory (or ``.safetensors`` file) written by training or
         :meth:`rnnrs.LanguageModel.save` with its tokenizer. ``OSError`` if it cannot be read,
         ``ValueError`` (:class:`rnnrs.CheckpointError`) if it is not a valid model file or has no
@@ -188,17 +205,17 @@ class LyricGenerator:
         if tokenizer is None:
             raise ValueError(f"{os.fspath(path)}: expected a model file with its tokenizer, got one without "
                              "(save it with model.save(dir, tokenizer))")
-        return cls(model, tokenizer, info)
+        return cls(model, tokenizer, info, ban=ban)
 
     @classmethod
-    def default(cls) -> "LyricGenerator":
+    def default(cls, ban: Iterable[str] = ("<unk>", "□")) -> "LyricGenerator":
         """The built-in lyrics model shipped in the package (:data:`DEFAULT_MODEL_DIR`).
         ``FileNotFoundError`` naming the path if this installation does not include it."""
         path = os.path.join(DEFAULT_MODEL_DIR, "model.safetensors")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"the built-in model is not installed: {path} does not exist "
                                     "(pass a trained model directory instead)")
-        return cls.load(DEFAULT_MODEL_DIR)
+        return cls.load(DEFAULT_MODEL_DIR, ban=ban)
 
     def __repr__(self) -> str:
         return f"LyricGenerator(model={self.model!r}, tokenizer={self.tokenizer!r})"
@@ -278,7 +295,8 @@ class LyricGenerator:
         seed ``seed + i``, so it equals ``generate(prefixes[i], ..., seed=seed + i)``."""
         if isinstance(prefixes, str) or not isinstance(prefixes, Sequence):
             raise TypeError(f"prefixes: expected a list of str, got {_type_name(prefixes)}")
-        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, self._stop_ids(stop), greedy)
+        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, self._stop_ids(stop), greedy,
+                                self._banned_ids())
         seed = _seed("seed", seed)
         if prefixes and seed + len(prefixes) - 1 >= 2**64:
             raise ValueError(f"seed: expected seed + number of prefixes - 1 < 2**64, got seed {seed}")
@@ -302,7 +320,8 @@ class LyricGenerator:
         then the text of every ``chunk_size`` new tokens (one Rust call per chunk; the sampler keeps
         the recurrent state and the random stream between calls). ``"".join(stream(...)) ==
         generate(...)`` with the same arguments."""
-        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, self._stop_ids(stop), greedy)
+        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, self._stop_ids(stop), greedy,
+                                self._banned_ids())
         seed = _seed("seed", seed)
         chunk_size = _int("chunk_size", chunk_size, 1)
         ids = self._prefix_ids(prefix, 2)
@@ -406,6 +425,9 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_nonneg_int, metavar="S", default=0, help="random seed (default 0)")
     p.add_argument("--greedy", action="store_true", help="always take the most probable token (temperature 0)")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
+    p.add_argument("--ban", metavar="TOKEN", action="append", default=None,
+                   help="a token never to generate (repeatable; default: <unk>, and for the built-in model also □)")
+    p.add_argument("--no-ban", action="store_true", help="sample from the model's full distribution (no banned tokens)")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per sample and line: {"prefix", "text" (prefix + continuation), '
                         '"seed", "tokens" (number generated), "logprob" (their total model log-probability)}')
@@ -423,8 +445,12 @@ def run_generate(args: argparse.Namespace) -> int:
         return _error(f"--beam is deterministic: expected --num-samples 1, got {args.num_samples}")
     if args.num_samples > _rnnrs.MAX_SEQUENCES:
         return _error(f"--num-samples: expected at most {_rnnrs.MAX_SEQUENCES}, got {args.num_samples}")
+    ban: Optional[Tuple[str, ...]] = () if args.no_ban else (tuple(args.ban) if args.ban else None)
     try:
-        gen = LyricGenerator.load(args.model) if args.model is not None else LyricGenerator.default()
+        if args.model is not None:
+            gen = LyricGenerator.load(args.model) if ban is None else LyricGenerator.load(args.model, ban=ban)
+        else:
+            gen = LyricGenerator.default() if ban is None else LyricGenerator.default(ban=ban)
     except OSError as e:
         return _error(f"--model {args.model if args.model is not None else DEFAULT_MODEL_DIR}: {e.strerror or e}")
     except ValueError as e:

@@ -239,25 +239,27 @@ class LanguageModel:
     # -------------------------------------------------------------------------------------- sampling
     def sample(self, prefix_ids: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (), seed: int = 0,
-               greedy: bool = False, return_logprobs: bool = False) -> Any:
+               greedy: bool = False, return_logprobs: bool = False, banned_tokens: Any = ()) -> Any:
         """Generate up to ``length`` new token ids after ``prefix_ids`` (1-D, non-empty) in one Rust call.
 
         Returns the new ids only (int64 ``(n,)``, ``n == length`` unless a ``stop_tokens`` id was
         generated — it is included); with ``return_logprobs=True``, ``(ids, logprobs)`` where
         ``logprobs[t]`` (float64) is the model's log-probability of ``ids[t]`` (its log-softmax, before
         penalty, temperature and filtering). ``temperature=0`` or ``greedy=True`` is argmax decoding (the
-        d2l book's ``predict``); ``top_k``/``top_p`` filter, ``repetition_penalty`` is CTRL's; see
+        d2l book's ``predict``); ``top_k``/``top_p`` filter, ``repetition_penalty`` is CTRL's;
+        ``banned_tokens`` ids are never generated (e.g. ``[0]``, ``<unk>``); see
         :mod:`rnnrs.generate`. Same prefix, options and ``seed`` ⇒ the same ids, on any number of threads.
         """
         from .generate import prefix_array, sampling_options, _seed
-        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy)
+        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy,
+                                banned_tokens)
         prefix = prefix_array("prefix_ids", prefix_ids, self.vocab_size)
         ((ids, logprobs, _),) = _rnnrs.sample(self._core, [prefix], [_seed("seed", seed)], **opts)
         return (ids, logprobs) if return_logprobs else ids
 
     def sample_many(self, prefixes: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
                     top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (),
-                    seed: int = 0, greedy: bool = False, return_logprobs: bool = False) -> Any:
+                    seed: int = 0, greedy: bool = False, return_logprobs: bool = False, banned_tokens: Any = ()) -> Any:
         """:meth:`sample` for a list of prefixes (lengths may differ), stepped together as one batch.
 
         Sequence ``i`` uses seed ``seed + i``, so its result equals
@@ -265,7 +267,8 @@ class LanguageModel:
         ``(ids, logprobs)`` with ``return_logprobs=True``).
         """
         from .generate import _check_count, prefix_array, sampling_options, _seed
-        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy)
+        opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy,
+                                banned_tokens)
         if isinstance(prefixes, (str, bytes, np.ndarray)) or not hasattr(prefixes, "__len__"):
             raise TypeError(f"prefixes: expected a list of 1-D token id arrays, got {type(prefixes).__name__}")
         _check_count("prefixes", len(prefixes))

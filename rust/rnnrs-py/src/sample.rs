@@ -36,9 +36,12 @@ fn config(
     top_p: Option<f64>,
     repetition_penalty: f64,
     stop_tokens: Vec<i64>,
+    banned_tokens: Vec<i64>,
 ) -> PyResult<SampleConfig> {
-    if let Some(bad) = stop_tokens.iter().find(|&&t| t < 0) {
-        return Err(PyValueError::new_err(format!("stop token: expected an id >= 0, got {bad}")));
+    for (what, ids) in [("stop token", &stop_tokens), ("banned token", &banned_tokens)] {
+        if let Some(bad) = ids.iter().find(|&&t| t < 0) {
+            return Err(PyValueError::new_err(format!("{what}: expected an id >= 0, got {bad}")));
+        }
     }
     Ok(SampleConfig {
         length,
@@ -47,6 +50,7 @@ fn config(
         top_p,
         repetition_penalty,
         stop_tokens: stop_tokens.into_iter().map(|t| t as usize).collect(),
+        banned_tokens: banned_tokens.into_iter().map(|t| t as usize).collect(),
     })
 }
 
@@ -54,7 +58,7 @@ fn config(
 /// Returns `[(ids, logprobs, stopped)]`: new ids (int64), their model log-probabilities (float64)
 /// and whether the sequence ended on a stop token. `temperature=0` is greedy.
 #[pyfunction]
-#[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new()))]
+#[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new(), banned_tokens=Vec::new()))]
 #[allow(clippy::too_many_arguments)]
 pub fn sample<'py>(
     py: Python<'py>,
@@ -67,9 +71,10 @@ pub fn sample<'py>(
     top_p: Option<f64>,
     repetition_penalty: f64,
     stop_tokens: Vec<i64>,
+    banned_tokens: Vec<i64>,
 ) -> PyResult<Vec<Sampled<'py>>> {
     let prefixes = prefixes_in(prefixes)?;
-    let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens)?;
+    let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens)?;
     let out = crate::model::with_lm!(&model.inner, l, T => {
         let m = &l.model;
         detached(py, || rnnrs::sample(m, &prefixes, &seeds, &cfg))?
@@ -132,7 +137,7 @@ pub struct Sampler {
 #[pymethods]
 impl Sampler {
     #[new]
-    #[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new()))]
+    #[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new(), banned_tokens=Vec::new()))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         model: &Bound<'_, LanguageModel>,
@@ -144,9 +149,10 @@ impl Sampler {
         top_p: Option<f64>,
         repetition_penalty: f64,
         stop_tokens: Vec<i64>,
+        banned_tokens: Vec<i64>,
     ) -> PyResult<Self> {
         let prefixes = prefixes_in(prefixes)?;
-        let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens)?;
+        let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens)?;
         let inner = match &busy(model.try_borrow())?.inner {
             LmInner::F32(l) => Inner::F32(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),
             LmInner::F64(l) => Inner::F64(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),

@@ -98,6 +98,9 @@ pub struct SampleConfig {
     pub repetition_penalty: f64,
     /// Token ids that end a sequence when generated (included in the output).
     pub stop_tokens: Vec<usize>,
+    /// Token ids that are never generated (probability 0 after every other option; e.g. `<unk>`).
+    /// The log-probabilities reported are still those of the raw model.
+    pub banned_tokens: Vec<usize>,
 }
 
 impl Default for SampleConfig {
@@ -109,7 +112,15 @@ impl Default for SampleConfig {
 impl SampleConfig {
     /// `length` new tokens from the plain softmax (temperature 1, no filtering, no penalty).
     pub fn new(length: usize) -> Self {
-        SampleConfig { length, temperature: 1.0, top_k: None, top_p: None, repetition_penalty: 1.0, stop_tokens: Vec::new() }
+        SampleConfig {
+            length,
+            temperature: 1.0,
+            top_k: None,
+            top_p: None,
+            repetition_penalty: 1.0,
+            stop_tokens: Vec::new(),
+            banned_tokens: Vec::new(),
+        }
     }
     /// Greedy decoding of `length` tokens (temperature 0).
     pub fn greedy(length: usize) -> Self {
@@ -140,6 +151,11 @@ impl SampleConfig {
         self.stop_tokens = ids.into();
         self
     }
+    /// Set the tokens that are never generated.
+    pub fn banned_tokens(mut self, ids: impl Into<Vec<usize>>) -> Self {
+        self.banned_tokens = ids.into();
+        self
+    }
 
     /// Check every field for a model of `vocab_size` tokens.
     pub fn validate(&self, vocab_size: usize) -> Result<()> {
@@ -160,6 +176,15 @@ impl SampleConfig {
         }
         if let Some(&bad) = self.stop_tokens.iter().find(|&&t| t >= vocab_size) {
             return Err(invalid("stop token", format!("an id in [0, {vocab_size})"), bad));
+        }
+        if let Some(&bad) = self.banned_tokens.iter().find(|&&t| t >= vocab_size) {
+            return Err(invalid("banned token", format!("an id in [0, {vocab_size})"), bad));
+        }
+        let mut distinct = self.banned_tokens.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        if distinct.len() >= vocab_size {
+            return Err(invalid("banned tokens", format!("fewer than all {vocab_size} tokens"), distinct.len()));
         }
         if self.length > MAX_TOKENS {
             return Err(invalid("length", format!("at most {MAX_TOKENS} tokens"), self.length));
@@ -278,6 +303,8 @@ struct Policy {
     penalty: Option<f64>,
     /// `(V,)`: whether a token stops its sequence.
     is_stop: Vec<bool>,
+    /// Tokens never generated.
+    banned: Vec<usize>,
 }
 
 /// A batch of sequences being generated: create with [`Sampler::new`], then [`Sampler::advance`]
@@ -334,6 +361,7 @@ impl<F: Element> Sampler<F> {
             top_p,
             penalty,
             is_stop,
+            banned: config.banned_tokens.clone(),
         };
         let needs_order = !policy.greedy && (top_k.is_some() || top_p.is_some());
         let rows = prefixes
@@ -649,7 +677,7 @@ fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
         return;
     }
     let token = 'pick: {
-        if p.temperature != 1.0 || p.penalty.is_some() {
+        if p.temperature != 1.0 || p.penalty.is_some() || !p.banned.is_empty() {
             for (wi, &x) in row.work.iter_mut().zip(logits) {
                 *wi = x.to_f64();
             }
@@ -659,9 +687,12 @@ fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
                     row.work[t] = if l > 0.0 { l / r } else { l * r };
                 }
             }
+            for &t in &p.banned {
+                row.work[t] = f64::NEG_INFINITY;
+            }
             // Greedy: temperature 0, or so small that the scaled scores would overflow (the limit
             // of sampling as the temperature goes to 0 is the argmax).
-            let hi = row.work.iter().fold(0.0f64, |a, &x| a.max(x.abs()));
+            let hi = row.work.iter().filter(|x| x.is_finite()).fold(0.0f64, |a, &x| a.max(x.abs()));
             if p.greedy || hi / p.temperature > OVERFLOW {
                 let mut best = 0;
                 for (i, &x) in row.work.iter().enumerate() {
