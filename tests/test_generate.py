@@ -454,16 +454,16 @@ def test_cli_samples_json_greedy_beam(model_dir, gen, capsys):
     args = ["--model", model_dir, "--prefix", "明月", "--length", "12", "--seed", "5", "--num-samples", "3",
             "--top-k", "5", "--top-p", "0.95", "--temperature", "1.1", "--repetition-penalty", "1.1"]
     rc, out, _ = cli(args, capsys)
-    blocks = out.split("\n\n")
     want = gen.generate_many(["明月"] * 3, length=12, seed=5, top_k=5, top_p=0.95, temperature=1.1,
                              repetition_penalty=1.1)
-    assert rc == 0 and [b.rstrip("\n") for b in blocks] == want
+    expected = "\n".join(f"--- sample {i + 1}/3 (seed {5 + i}) ---\n{t}\n" for i, t in enumerate(want))
+    assert rc == 0 and out == expected
     rc, out, _ = cli(args + ["--json"], capsys)
     rows = [json.loads(line) for line in out.splitlines()]
     assert [r["text"] for r in rows] == want and [r["seed"] for r in rows] == [5, 6, 7]
     assert all(r["prefix"] == "明月" and r["tokens"] == 12 and r["logprob"] < 0 for r in rows)
     rc, out, _ = cli(args + ["--stream"], capsys)
-    assert rc == 0 and out.split("\n\n") == blocks
+    assert rc == 0 and out == expected
     rc, out, _ = cli(["--model", model_dir, "--prefix", "明月", "--length", "12", "--greedy"], capsys)
     assert out == gen.generate("明月", length=12, greedy=True) + "\n"
     rc, out, _ = cli(["--model", model_dir, "--prefix", "明月", "--length", "12", "--beam", "3", "--json"], capsys)

@@ -468,8 +468,7 @@ def run_generate(args: argparse.Namespace) -> int:
             elif args.stream and not args.json:
                 _warn(caught)
                 for i, seed in enumerate(seeds):
-                    if i:
-                        print()
+                    _sample_header(i, seed, len(seeds))
                     for piece in gen.stream(args.prefix, seed=seed, **opts):
                         print(piece, end="", flush=True)
                         _warn(caught)
@@ -486,10 +485,16 @@ def run_generate(args: argparse.Namespace) -> int:
             print(json.dumps({"prefix": args.prefix, "text": text, "seed": seed, "tokens": tokens, "logprob": total},
                              ensure_ascii=False), flush=True)
         else:
-            if i:
-                print()
+            _sample_header(i, seed, len(results))
             print(text, flush=True)
     return EXIT_OK
+
+
+def _sample_header(i: int, seed: Optional[int], n: int) -> None:
+    """With several samples, a line ``--- sample i/n (seed S) ---`` before each: the texts
+    themselves may contain blank lines."""
+    if n > 1:
+        print(f"{chr(10) if i else ''}--- sample {i + 1}/{n} (seed {seed}) ---", flush=True)
 
 
 def _warn(caught: List[warnings.WarningMessage]) -> None:
