@@ -8,6 +8,8 @@ the report gives medians and the ratio PyTorch/rnnrs (> 1 means rnnrs is faster)
     python benches/compare.py                       # all configs, 2 threads
     python benches/compare.py --threads 1 --config 'S|M$' --json
     python benches/compare.py --mode fwd            # forward only
+    python benches/compare.py --system              # import time, 1 vs 2 thread scaling and bit
+                                                    # identity, peak memory of training M
 
 PyTorch is never a dependency of rnnrs: install it in a separate venv together with rnnrs to compare.
 """
@@ -34,6 +36,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-numpy", action="store_true", help="skip the (slow, float64) NumPy oracle")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.add_argument("--system", action="store_true",
+                   help="instead of the timings: import time, scaling 1 -> 2 threads at L, bit identity across "
+                        "thread counts, peak memory of forward+backward at M (each in fresh processes)")
+    p.add_argument("--child", choices=["digest", "memory-rnnrs", "memory-torch"], help=argparse.SUPPRESS)
     return p.parse_args()
 
 
@@ -291,6 +297,72 @@ def main():
             report({"config": name, "mode": mode, "threads": ARGS.threads, **med, "gflops": f / 1e6 / med["rnnrs"]})
 
 
+# --------------------------------------------------------------------------------- --system checks
+def child():
+    """Run in a fresh process by ``system()``: print one JSON line."""
+    name = "M"
+    cell, layer, x, dy = build(name)
+    if ARGS.child == "digest":
+        import hashlib
+        fwd, fwdbwd = rnnrs_fns(layer, x, dy, cell)
+        y, dx = fwd(), fwdbwd()
+        g = layer.grads()
+        h = hashlib.sha256(y.tobytes() + dx.tobytes() + b"".join(g[k].tobytes() for k in sorted(g))).hexdigest()
+        print(json.dumps({"threads": ARGS.threads, "sha256": h}))
+        return
+    import resource
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fns = rnnrs_fns(layer, x, dy, cell) if ARGS.child == "memory-rnnrs" else torch_fns(name, layer, x, dy, cell)
+    for _ in range(3):
+        fns[1]()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"lib": ARGS.child.split("-")[1], "peak_mb": peak / 1024, "above_imports_mb": (peak - base) / 1024}))
+
+
+def _run(args, env=None):
+    import subprocess
+    out = subprocess.run([sys.executable, os.path.abspath(__file__), *args], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    return [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+
+
+def system():
+    import subprocess
+    rows = []
+    # import time: median of 5 fresh interpreters each
+    for mod in ["sys", "numpy", "rnnrs"] + (["torch"] if torch is not None else []):  # sys: bare start-up
+        ts = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            subprocess.run([sys.executable, "-c", f"import {mod}"], check=True)
+            ts.append((time.perf_counter() - t0) * 1e3)
+        rows.append({"check": "import", "module": mod, "ms": statistics.median(ts), "unit": "ms, fresh interpreter"})
+    # scaling at L, forward+backward, rnnrs only
+    per = {}
+    for th in (1, 2):
+        res = _run(["--threads", str(th), "--config", "L", "--mode", "fwdbwd", "--no-torch", "--no-numpy", "--json",
+                    "--rounds", str(ARGS.rounds), "--reps", str(ARGS.reps)])
+        per[th] = [r for r in res if r.get("config") == "L"][0]["rnnrs"]
+    rows.append({"check": "scaling L fwd+bwd", "ms_1_thread": per[1], "ms_2_threads": per[2],
+                 "speedup": per[1] / per[2]})
+    # bit identity across thread counts (M, forward, forward+backward, all gradients)
+    digests = {th: _run(["--threads", str(th), "--child", "digest"])[0]["sha256"] for th in (1, 2, 3, 4)}
+    rows.append({"check": "bit-identical M for 1/2/3/4 threads", "identical": len(set(digests.values())) == 1,
+                 "sha256": digests[1][:16]})
+    # peak memory of forward+backward at M
+    for lib in ["rnnrs"] + (["torch"] if torch is not None else []):
+        r = _run(["--threads", str(ARGS.threads), "--child", f"memory-{lib}"])[0]
+        rows.append({"check": "peak memory M fwd+bwd", **r})
+    for r in rows:
+        print(json.dumps(r) if ARGS.json else "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                         for k, v in r.items()), flush=True)
+
+
 if __name__ == "__main__":
-    main()
-    generation()
+    if ARGS.child:
+        child()
+    elif ARGS.system:
+        system()
+    else:
+        main()
+        generation()
