@@ -75,8 +75,10 @@ def _digest(raw: Any, metadata: Mapping[str, str]) -> str:
 
 
 def write_tensors(path: PathLike, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
-    """Write ``tensors`` and string ``metadata`` to ``path`` as safetensors, atomically (the old
-    file, if any, survives any error), with a ``checksum`` metadata entry."""
+    """Write ``tensors`` (``{name: array}`` of any shape, dtype float16/float32/float64,
+    int32/int64 or uint8; stored C-ordered little-endian) and string ``metadata`` to ``path`` as
+    safetensors, atomically (the old file, if any, survives any error), with a ``checksum`` metadata
+    entry. ``TypeError`` for another dtype."""
     raw = []
     for name, a in tensors.items():
         a = np.asarray(a)
@@ -92,8 +94,10 @@ def write_tensors(path: PathLike, tensors: Mapping[str, np.ndarray], metadata: M
 
 
 def read_tensors(path: PathLike) -> Tuple[Dict[str, np.ndarray], Dict[str, str]]:
-    """Read a safetensors file: ``({name: array}, metadata)``. ``OSError`` if it cannot be read,
-    :class:`CheckpointError` if it is not a valid safetensors file."""
+    """Read a safetensors file: ``({name: array}, metadata)``, the arrays read-only with their
+    stored shape and (little-endian) dtype: float16/float32/float64, int32/int64 or uint8.
+    ``OSError`` if it cannot be read, :class:`CheckpointError` if it is not a valid safetensors file
+    or its checksum does not match."""
     path = os.fspath(path)
     size = os.path.getsize(path)
     if size > MAX_FILE_BYTES:
@@ -162,8 +166,9 @@ def model_file(path: PathLike) -> str:
 
 def save_model(directory: PathLike, model: LanguageModel, tokenizer: Any = None,
                info: Optional[Mapping[str, Any]] = None, dtype: Any = None) -> str:
-    """Write ``directory/model.safetensors`` atomically and return its path. ``dtype=np.float16``
-    stores the weights in half precision (they are widened on load)."""
+    """Write ``directory/model.safetensors`` atomically and return its path. The weights are
+    stored in the model's dtype (float32/float64), or in ``dtype`` if given: ``dtype=np.float16``
+    stores them in half precision (they are widened to the model's dtype on load)."""
     directory = os.fspath(directory)
     os.makedirs(directory, exist_ok=True)
     sd = model.state_dict()
@@ -232,7 +237,8 @@ class Checkpoint:
 
     ``model`` has its weights, optimizer (settings, step count and moment tensors) and dropout
     stream position restored; ``trainer`` is the trainer's JSON state; ``tensors`` are the
-    ``trainer.*`` tensors with the prefix removed (e.g. ``"loss"``, ``"state.h"``).
+    ``trainer.*`` tensors with the prefix removed (e.g. ``"loss"``, ``"state.h"``), read-only
+    arrays with their stored shape and dtype.
     """
 
     path: str

@@ -188,7 +188,7 @@ def _iter_sequential(arr, batch_size, seq_len, offset, stream_len, num_batches,
 
 def split_train_val(ids: Any, val_fraction: float, *, min_tokens: int = 2
                     ) -> Tuple[np.ndarray, np.ndarray]:
-    """Split a corpus into a contiguous head (train) and tail (validation).
+    """Split a corpus (1-D integer token ids) into a contiguous head (train) and tail (validation).
 
     ``n_val = round(len(ids) * val_fraction)`` (Python rounding); the
     validation part is ``ids[len(ids) - n_val:]``.  ``val_fraction`` must be a
@@ -242,8 +242,11 @@ def sequential_batches(ids: Any, batch_size: int, seq_len: int, seed: int, epoch
                        start: int = 0) -> Iterator[Batch]:
     """d2l ``seq_data_iter_sequential``: ``batch_size`` parallel contiguous streams.
 
-    Row ``r`` of batch ``j + 1`` starts at the corpus position right after the
-    last token of row ``r`` of batch ``j`` (so ``X_{j+1}[r, 0] == Y_j[r, -1]``).
+    Yields ``(X, Y)`` int64 arrays of shape ``(batch_size, seq_len)`` for
+    batches ``start, start + 1, ...`` of epoch ``epoch``. Row ``r`` of batch
+    ``j + 1`` starts at the corpus position right after the last token of row
+    ``r`` of batch ``j`` (so ``X_{j+1}[r, 0] == Y_j[r, -1]``).  Arguments are
+    validated immediately.
     """
     arr, batch_size, seq_len, seed, epoch = _check_setup(ids, batch_size, seq_len, seed, epoch)
     offset, stream_len, num_batches = _sequential_plan(arr.size, batch_size, seq_len, seed, epoch)
@@ -283,33 +286,44 @@ class LMBatches:
 
     @property
     def ids(self) -> np.ndarray:
+        """The corpus: the validated 1-D int64 array ``(num_tokens,)``, C-contiguous (not a copy:
+        do not mutate it)."""
         return self._ids
 
     @property
     def batch_size(self) -> int:
+        """Rows (sequences) of every batch."""
         return self._batch_size
 
     @property
     def seq_len(self) -> int:
+        """Columns (time steps) of every batch."""
         return self._seq_len
 
     @property
     def sampling(self) -> str:
+        """``"random"`` or ``"sequential"``."""
         return self._sampling
 
     @property
     def seed(self) -> int:
+        """The seed each epoch's generator is derived from (together with the epoch number)."""
         return self._seed
 
     @property
     def num_tokens(self) -> int:
+        """Number of tokens in the corpus."""
         return int(self._ids.size)
 
     @property
     def carries_state(self) -> bool:
+        """``True`` for ``"sequential"`` sampling: carry the hidden state from one batch of an
+        epoch to the next (reset it at every epoch); ``False`` for ``"random"``."""
         return self._sampling == "sequential"
 
     def num_batches(self, epoch: int) -> int:
+        """Exact number of batches in ``epoch`` (it may differ by one between epochs: it depends on
+        the epoch's random offset). Cheap: no batch is built."""
         epoch = _check_int(epoch, "epoch", 0)
         if self._sampling == "random":
             # Only the offset matters; computed without the permutation.
@@ -319,7 +333,9 @@ class LMBatches:
                                 epoch)[2]
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
-        """Batches ``start, start + 1, ...`` of ``epoch`` (same as the module functions)."""
+        """Batches ``start, start + 1, ...`` of ``epoch``: ``(X, Y)`` pairs of C-contiguous int64
+        ``(batch_size, seq_len)`` arrays, the same as :func:`random_batches` /
+        :func:`sequential_batches` with this object's arguments."""
         epoch = _check_int(epoch, "epoch", 0)
         arr, bs, sl, seed = self._ids, self._batch_size, self._seq_len, self._seed
         if self._sampling == "random":

@@ -125,6 +125,7 @@ class _Recurrent:
     # ----------------------------------------------------------------------------------------------
     @property
     def num_directions(self) -> int:
+        """``D``: 2 if the layer is bidirectional, else 1."""
         return 2 if self.bidirectional else 1
 
     def _state_shape(self, batch: int) -> Tuple[int, int, int]:
@@ -197,8 +198,9 @@ class _Recurrent:
     @property
     def states(self) -> Any:
         """The carried state (``stateful=True``): ``h (L*D, B, H)`` (RNN/GRU) or ``(h, c)`` (LSTM),
-        or None before the first forward / after :meth:`reset_states`. Copies, detached from any
-        graph. Assign an array (or pair) to set it, or None to reset."""
+        arrays of the layer's dtype (float32/float64), or None before the first forward / after
+        :meth:`reset_states`. Copies, detached from any graph. Assign an array (or pair) of that
+        shape and dtype to set it, or None to reset."""
         if self._carried is None:
             return None
         h, c = self._carried
@@ -250,7 +252,10 @@ class _Recurrent:
         return self.train(False)
 
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """Copies of the parameters: ``{name: array}`` with PyTorch's names, shapes and order."""
+        """Copies of the parameters: ``{name: array}`` with PyTorch's names, shapes and order, in
+        the layer's dtype: ``weight_ih_l{k}`` ``(G*H, I)`` for ``k = 0`` (``(G*H, D*H)`` above),
+        ``weight_hh_l{k}`` ``(G*H, H)``, ``bias_ih_l{k}``/``bias_hh_l{k}`` ``(G*H,)``, each also
+        ``..._reverse`` when bidirectional (``G`` = 4 for LSTM, 3 for GRU, 1 for RNN)."""
         return dict(self._core.state_dict())
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
@@ -271,7 +276,7 @@ class _Recurrent:
         self._core.load_state_dict(items)
 
     def grads(self) -> Dict[str, np.ndarray]:
-        """Copies of the accumulated gradients, same keys and shapes as :meth:`state_dict`."""
+        """Copies of the accumulated gradients, same keys, shapes and dtype as :meth:`state_dict`."""
         return dict(self._core.grads())
 
     def zero_grad(self) -> None:
@@ -321,7 +326,8 @@ class RNN(_Recurrent):
     """Elman RNN: ``h_t = act(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh)``, ``act`` = ``tanh`` or ``relu``.
 
     ``y, h_n = rnn.forward(x, h0=None)``; ``dx, dh0 = rnn.backward(dy, dh_n=None)``.
-    See the module docstring for shapes.
+    See the module docstring for shapes; every float array in or out has the layer's ``dtype``
+    (float32 or float64; another dtype raises ``TypeError``).
     """
 
     def __init__(self, input_size: int, hidden_size: int, num_layers: int = 1, *, nonlinearity: str = "tanh",
@@ -332,13 +338,16 @@ class RNN(_Recurrent):
         super().__init__(input_size, hidden_size, num_layers, _cell=f"rnn_{nonlinearity}", **kwargs)
 
     def forward(self, x: Any, h0: Any = None, lengths: Any = None) -> Tuple[np.ndarray, np.ndarray]:
-        """``x (T, B, I)`` → ``(y (T, B, D*H), h_n (L*D, B, H))``; ``lengths (B,)`` ints for a
-        padded batch (see the module docstring)."""
+        """``x (T, B, I)`` (``(B, T, I)`` if ``batch_first``) and optional ``h0 (L*D, B, H)`` →
+        ``(y (T, B, D*H), h_n (L*D, B, H))`` (``y`` batch-first if ``batch_first``), all float32/float64
+        of the layer's dtype; ``lengths (B,)`` ints for a padded batch (see the module docstring)."""
         y, h_n, _ = self._forward(x, h0, None, lengths)
         return y, h_n
 
     def backward(self, dy: Any, dh_n: Any = None) -> Tuple[np.ndarray, np.ndarray]:
-        """``dy (T, B, D*H)``, ``dh_n (L*D, B, H)`` or None → ``(dx (T, B, I), dh0 (L*D, B, H))``."""
+        """Backward of the last training-mode forward: ``dy (T, B, D*H)`` (batch-first if
+        ``batch_first``), ``dh_n (L*D, B, H)`` or None → ``(dx (T, B, I), dh0 (L*D, B, H))``, all of
+        the layer's dtype. Parameter gradients are added into :meth:`grads`."""
         dx, dh0, _ = self._backward(dy, dh_n, None)
         return dx, dh0
 
@@ -360,21 +369,28 @@ class LSTM(_Recurrent):
 
     ``y, (h_n, c_n) = lstm.forward(x, (h0, c0))`` (state optional, either part may be None);
     ``dx, (dh0, dc0) = lstm.backward(dy, (dh_n, dc_n))`` (state gradients optional).
+    See the module docstring for shapes; every float array in or out has the layer's ``dtype``
+    (float32 or float64; another dtype raises ``TypeError``).
     """
 
     _cell = "lstm"
 
     def forward(self, x: Any, state: Optional[Tuple[Any, Any]] = None,
                 lengths: Any = None) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        """``x (T, B, I)`` → ``(y (T, B, D*H), (h_n, c_n))``, states ``(L*D, B, H)``; ``lengths
-        (B,)`` ints for a padded batch (see the module docstring)."""
+        """``x (T, B, I)`` (``(B, T, I)`` if ``batch_first``) and optional ``(h0, c0)`` →
+        ``(y (T, B, D*H), (h_n, c_n))`` (``y`` batch-first if ``batch_first``), states ``(L*D, B, H)``,
+        all float32/float64 of the layer's dtype; ``lengths (B,)`` ints for a padded batch (see the
+        module docstring)."""
         h0, c0 = _pair("state", state)
         y, h_n, c_n = self._forward(x, h0, c0, lengths)
         assert c_n is not None  # an LSTM always returns its cell state
         return y, (h_n, c_n)
 
     def backward(self, dy: Any, state_grads: Optional[Tuple[Any, Any]] = None) -> Tuple[np.ndarray, Tuple[np.ndarray, np.ndarray]]:
-        """``dy (T, B, D*H)``, ``(dh_n, dc_n)`` or None → ``(dx, (dh0, dc0))``."""
+        """Backward of the last training-mode forward: ``dy (T, B, D*H)`` (batch-first if
+        ``batch_first``) and optional ``(dh_n, dc_n)``, each ``(L*D, B, H)`` or None → ``(dx (T, B, I),
+        (dh0, dc0))``, states ``(L*D, B, H)``, all of the layer's dtype. Parameter gradients are added
+        into :meth:`grads`."""
         dh_n, dc_n = _pair("state_grads", state_grads)
         dx, dh0, dc0 = self._backward(dy, dh_n, dc_n)
         assert dc0 is not None  # an LSTM always returns the cell-state gradient

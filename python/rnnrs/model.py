@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union, overload
 
 import numpy as np
+import numpy.typing as npt
 
 from . import _rnnrs
 from .layers import _check_int, _check_seed, _dtype_name
@@ -27,11 +28,17 @@ __all__ = ["LanguageModel", "CELLS"]
 CELLS = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh", "rnn_tanh": "rnn_tanh", "rnn_relu": "rnn_relu"}
 
 State = Tuple[np.ndarray, Optional[np.ndarray]]
+#: Token ids as returned by sampling and beam search: an int64 array.
+Ids = npt.NDArray[np.int64]
+#: Per-token log-probabilities as returned with ``return_logprobs=True``: a float64 array.
+LogProbs = npt.NDArray[np.float64]
 
 
 def as_ids(name: str, ids: Any, ndim: int = 2) -> np.ndarray:
-    """``ids`` as an int64 array of rank ``ndim`` (TypeError for non-integer data). An int64 array is
-    passed as it is (any strides: the core reads views); other integer dtypes are converted."""
+    """``ids`` (an integer array or nested lists) as an int64 array of rank ``ndim`` — ``(T, B)``
+    for ``ndim=2``, ``(T,)`` for ``ndim=1`` — or TypeError (non-integer data) / ValueError (wrong
+    rank), naming ``name``. An aligned int64 array is passed as it is (any strides: the core reads
+    views); other integer dtypes are converted."""
     try:
         a = np.asarray(ids)
     except (ValueError, TypeError) as e:  # ragged nested lists
@@ -72,8 +79,17 @@ class LanguageModel:
         cell: ``"lstm"``, ``"gru"``, ``"rnn"`` (tanh) or ``"rnn_relu"``.
         dropout: dropout between recurrent layers in training, in ``[0, 1)``.
         seed: initialises every parameter (same seed, same model).
-        dtype: ``numpy.float32`` (default) or ``numpy.float64``.
+        dtype: ``numpy.float32`` (default) or ``numpy.float64``: the dtype of the parameters,
+            gradients, logits and states.
+
+    Token ids passed in are integer arrays (int64 is used as it is, other integer dtypes are
+    converted); float arrays coming out (logits, states, parameters) have the model's ``dtype``.
     """
+
+    cell: str
+    seed: int
+    dtype: np.dtype[Any]
+    _core: _rnnrs.LanguageModel
 
     def __init__(self, vocab_size: int, embed_size: Optional[int] = 128, hidden_size: int = 256,
                  num_layers: int = 2, cell: str = "lstm", dropout: float = 0.0, seed: int = 0,
@@ -108,14 +124,17 @@ class LanguageModel:
 
     @property
     def vocab_size(self) -> int:
+        """Number of token ids ``V`` (valid ids are ``0 .. V-1``)."""
         return int(self._core.config["vocab_size"])
 
     @property
     def hidden_size(self) -> int:
+        """Hidden width ``H`` of every recurrent layer."""
         return int(self._core.config["hidden_size"])
 
     @property
     def num_layers(self) -> int:
+        """Number of recurrent layers ``L``."""
         return int(self._core.config["num_layers"])
 
     def num_parameters(self) -> int:
@@ -130,7 +149,9 @@ class LanguageModel:
 
     # ---------------------------------------------------------------------------------------- state
     def zero_state(self, batch_size: int) -> State:
-        """An all-zero ``(h, c)`` state for ``batch_size`` sequences."""
+        """An all-zero ``(h, c)`` state for ``batch_size`` sequences: ``h`` of shape
+        ``(L, batch_size, H)`` in the model's dtype (float32/float64); ``c`` the same for LSTM,
+        None for RNN/GRU."""
         shape = (self.num_layers, _check_int("batch_size", batch_size, 1), self.hidden_size)
         h = np.zeros(shape, self.dtype)
         return h, (np.zeros(shape, self.dtype) if self.cell == "lstm" else None)
@@ -145,15 +166,22 @@ class LanguageModel:
 
     # -------------------------------------------------------------------------------------- compute
     def logits(self, ids: Any, state: Optional[State] = None) -> Tuple[np.ndarray, State]:
-        """Logits ``(T, B, V)`` for ids ``(T, B)`` and the final state (inference, no dropout)."""
+        """Logits for integer token ids ``(T, B)`` (inference, no dropout).
+
+        ``state`` is an initial ``(h, c)`` as :meth:`zero_state` returns (None: zeros). Returns
+        ``(logits, (h_n, c_n))``: logits ``(T, B, V)`` and ``h_n`` ``(L, B, H)`` in the model's dtype
+        (float32/float64), ``c_n`` the same for LSTM, None for RNN/GRU."""
         return self._core.logits(as_ids("ids", ids), self._state(state))
 
     def evaluate(self, inputs: Any, targets: Any, state: Optional[State] = None) -> Tuple[float, State]:
-        """Mean cross-entropy (nats per token) of ``targets`` given ``inputs`` (both ``(T, B)``)."""
+        """Mean cross-entropy (nats per token) of ``targets`` given ``inputs`` (integer token ids,
+        both ``(T, B)``), inference mode. Returns ``(loss, final_state)``; states as in :meth:`logits`."""
         return self._core.evaluate(as_ids("inputs", inputs), as_ids("targets", targets), self._state(state))
 
     def loss_and_grad(self, inputs: Any, targets: Any, state: Optional[State] = None) -> Tuple[float, State]:
-        """Training-mode forward, loss and backward; gradients are **added** (see :meth:`zero_grad`)."""
+        """Training-mode forward, loss and backward for integer token ids ``inputs``/``targets``
+        ``(T, B)``; gradients are **added** (see :meth:`zero_grad`). Returns ``(loss, final_state)``;
+        states as in :meth:`logits`."""
         return self._core.loss_and_grad(as_ids("inputs", inputs), as_ids("targets", targets), self._state(state))
 
     def set_optimizer(self, name: str = "adam", lr: float = 2e-3, *, momentum: float = 0.0,
@@ -186,7 +214,9 @@ class LanguageModel:
                    clip: Optional[float] = None) -> Tuple[float, float, State]:
         """One step: zero grads, forward, loss, BPTT, clip the global norm to ``clip``, update.
 
-        Returns ``(loss, grad_norm_before_clipping, final_state)``; the state is detached (plain
+        ``inputs``/``targets`` are integer token ids ``(T, B)`` (time-major: transpose the ``(B, T)``
+        batches of :mod:`rnnrs.dataset`); ``state`` an initial ``(h, c)`` as :meth:`zero_state`
+        returns, or None for zeros. Returns ``(loss, grad_norm_before_clipping, final_state)``; the state is detached (plain
         arrays), ready to carry into the next batch of sequential sampling. Raises
         :class:`rnnrs.NonFiniteError` — with the parameters unchanged — on a NaN/Inf loss or gradient.
         """
@@ -196,12 +226,16 @@ class LanguageModel:
 
     # ------------------------------------------------------------------------------------ parameters
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """Copies of all parameters by PyTorch-style name."""
+        """Copies of all parameters by PyTorch-style name, in the model's dtype: ``embedding.weight``
+        ``(V, E)`` (absent when one-hot), ``rnn.weight_ih_l{k}`` ``(G*H, E)`` for ``k = 0``
+        (``(G*H, V)`` when one-hot) and ``(G*H, H)`` above, ``rnn.weight_hh_l{k}`` ``(G*H, H)``, ``rnn.bias_ih_l{k}``/``rnn.bias_hh_l{k}`` ``(G*H,)``,
+        ``linear.weight`` ``(V, H)``, ``linear.bias`` ``(V,)`` (``G`` = 4 for LSTM, 3 for GRU, 1 for
+        RNN)."""
         return dict(self._core.state_dict())
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Replace all parameters (every name exactly once, same shapes); values are cast to the
-        model's dtype. Nothing changes on error."""
+        """Replace all parameters (every name of :meth:`state_dict` exactly once, same shapes);
+        values (any numeric arrays) are cast to the model's dtype. Nothing changes on error."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}")
         items = []
@@ -216,10 +250,12 @@ class LanguageModel:
         self._core.load_state_dict(items)
 
     def grads(self) -> Dict[str, np.ndarray]:
-        """Copies of the accumulated gradients, same keys as :meth:`state_dict`."""
+        """Copies of the accumulated gradients: same keys, shapes and dtype as :meth:`state_dict`."""
         return dict(self._core.grads())
 
     def zero_grad(self) -> None:
+        """Set every accumulated gradient to zero (:meth:`loss_and_grad` adds into them;
+        :meth:`train_step` zeroes them itself)."""
         self._core.zero_grad()
 
     # ------------------------------------------------------------------------------------------ files
@@ -237,10 +273,30 @@ class LanguageModel:
         return load_model(path)[0]
 
     # -------------------------------------------------------------------------------------- sampling
+    # (The overloads only give the precise return type for ``return_logprobs=False``/``True``.)
+    @overload
+    def sample(self, prefix_ids: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
+               top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ..., seed: int = ...,
+               greedy: bool = ..., return_logprobs: Literal[False] = ..., banned_tokens: Any = ...) -> Ids: ...
+
+    @overload
+    def sample(self, prefix_ids: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
+               top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ..., seed: int = ...,
+               greedy: bool = ..., *, return_logprobs: Literal[True], banned_tokens: Any = ...
+               ) -> Tuple[Ids, LogProbs]: ...
+
+    @overload
+    def sample(self, prefix_ids: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
+               top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ..., seed: int = ...,
+               greedy: bool = ..., return_logprobs: bool = ..., banned_tokens: Any = ...
+               ) -> Union[Ids, Tuple[Ids, LogProbs]]: ...
+
     def sample(self, prefix_ids: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (), seed: int = 0,
-               greedy: bool = False, return_logprobs: bool = False, banned_tokens: Any = ()) -> Any:
-        """Generate up to ``length`` new token ids after ``prefix_ids`` (1-D, non-empty) in one Rust call.
+               greedy: bool = False, return_logprobs: bool = False,
+               banned_tokens: Any = ()) -> Union[Ids, Tuple[Ids, LogProbs]]:
+        """Generate up to ``length`` new token ids after ``prefix_ids`` (1-D integer ids ``(n0,)`` in
+        ``[0, V)``, non-empty) in one Rust call.
 
         Returns the new ids only (int64 ``(n,)``, ``n == length`` unless a ``stop_tokens`` id was
         generated — it is included); with ``return_logprobs=True``, ``(ids, logprobs)`` where
@@ -257,14 +313,34 @@ class LanguageModel:
         ((ids, logprobs, _),) = _rnnrs.sample(self._core, [prefix], [_seed("seed", seed)], **opts)
         return (ids, logprobs) if return_logprobs else ids
 
+    @overload
+    def sample_many(self, prefixes: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
+                    top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ...,
+                    seed: int = ..., greedy: bool = ..., return_logprobs: Literal[False] = ...,
+                    banned_tokens: Any = ...) -> List[Ids]: ...
+
+    @overload
+    def sample_many(self, prefixes: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
+                    top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ...,
+                    seed: int = ..., greedy: bool = ..., *, return_logprobs: Literal[True],
+                    banned_tokens: Any = ...) -> List[Tuple[Ids, LogProbs]]: ...
+
+    @overload
+    def sample_many(self, prefixes: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
+                    top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ...,
+                    seed: int = ..., greedy: bool = ..., return_logprobs: bool = ...,
+                    banned_tokens: Any = ...) -> Union[List[Ids], List[Tuple[Ids, LogProbs]]]: ...
+
     def sample_many(self, prefixes: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
                     top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (),
-                    seed: int = 0, greedy: bool = False, return_logprobs: bool = False, banned_tokens: Any = ()) -> Any:
-        """:meth:`sample` for a list of prefixes (lengths may differ), stepped together as one batch.
+                    seed: int = 0, greedy: bool = False, return_logprobs: bool = False,
+                    banned_tokens: Any = ()) -> List[Any]:
+        """:meth:`sample` for a list of prefixes (1-D integer id arrays or lists; lengths may differ),
+        stepped together as one batch.
 
         Sequence ``i`` uses seed ``seed + i``, so its result equals
-        ``sample(prefixes[i], ..., seed=seed + i)``. Returns a list of id arrays (of
-        ``(ids, logprobs)`` with ``return_logprobs=True``).
+        ``sample(prefixes[i], ..., seed=seed + i)``. Returns a list of int64 ``(n_i,)`` id arrays (of
+        ``(ids, logprobs)`` pairs, ``logprobs`` float64 ``(n_i,)``, with ``return_logprobs=True``).
         """
         from .generate import _check_count, prefix_array, sampling_options, _seed
         opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy,
@@ -281,11 +357,25 @@ class LanguageModel:
         out = _rnnrs.sample(self._core, arrays, [seed + i for i in range(len(arrays))], **opts)
         return [(ids, lps) if return_logprobs else ids for ids, lps, _ in out]
 
+    @overload
+    def beam_search(self, prefix_ids: Any, length: int = ..., beam_width: int = ...,
+                    return_logprobs: Literal[False] = ...) -> Tuple[Ids, float]: ...
+
+    @overload
+    def beam_search(self, prefix_ids: Any, length: int = ..., beam_width: int = ..., *,
+                    return_logprobs: Literal[True]) -> Tuple[Ids, float, LogProbs]: ...
+
+    @overload
+    def beam_search(self, prefix_ids: Any, length: int = ..., beam_width: int = ...,
+                    return_logprobs: bool = ...) -> Union[Tuple[Ids, float], Tuple[Ids, float, LogProbs]]: ...
+
     def beam_search(self, prefix_ids: Any, length: int = 100, beam_width: int = 4,
-                    return_logprobs: bool = False) -> Any:
-        """The most probable continuation of ``length`` tokens found by a beam search of
-        ``beam_width`` beams: ``(ids, total_logprob)`` (``(ids, total_logprob, logprobs)`` with
-        ``return_logprobs=True``). Width 1 is greedy decoding; the result is never less probable than
+                    return_logprobs: bool = False) -> Union[Tuple[Ids, float], Tuple[Ids, float, LogProbs]]:
+        """The most probable continuation of ``length`` tokens after ``prefix_ids`` (1-D integer ids
+        in ``[0, V)``, non-empty) found by a beam search of ``beam_width`` beams: ``(ids,
+        total_logprob)`` with ``ids`` int64 ``(length,)`` and ``total_logprob`` a float (natural log);
+        ``(ids, total_logprob, logprobs)``, ``logprobs`` float64 ``(length,)`` per token, with
+        ``return_logprobs=True``. Width 1 is greedy decoding; the result is never less probable than
         greedy decoding's. Deterministic (no seed)."""
         from .generate import prefix_array, _int
         prefix = prefix_array("prefix_ids", prefix_ids, self.vocab_size)

@@ -28,8 +28,14 @@ def _moving_mean(x: np.ndarray, window: int) -> np.ndarray:
 
 def plot_history(history: Any, path: str, title: Optional[str] = None) -> Optional[str]:
     """Write the training loss (per step and smoothed) and the training/validation perplexity
-    to ``path``; returns the path, or None when matplotlib is not installed or there is nothing
-    to plot. The file is written to a temporary name and renamed (atomic)."""
+    to ``path`` as a PNG; returns the path, or None when matplotlib is not installed, there is
+    nothing to plot or the file cannot be written. The file is written to a temporary name and
+    renamed (atomic).
+
+    ``history`` needs ``loss`` (per-step training losses, a sequence or 1-D array of floats; NaN
+    entries are skipped in the smoothed curve) and ``val`` (a list of dicts with ``"step"`` and
+    ``"val_ppl"``; entries whose ``val_ppl`` is None or not finite are left out), as
+    :class:`rnnrs.trainer.History` has."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure

@@ -346,18 +346,26 @@ class Vocab:
 
     @property
     def idx_to_token(self) -> list:
+        """All tokens by id (``idx_to_token[i]`` is the token of id ``i``; index 0 is ``<unk>``);
+        a fresh list."""
         return list(self._itt)
 
     @property
     def token_to_idx(self) -> dict:
+        """``{token: id}`` for every token of the vocabulary; a fresh dict (use ``vocab[token]`` to
+        map unknown tokens to 0)."""
         return dict(self._t2i)
 
     @property
     def reserved_tokens(self) -> list:
+        """The reserved tokens in order, ids ``1 .. len(reserved_tokens)`` (``<unk>`` not included);
+        a fresh list."""
         return list(self._reserved)
 
     @property
     def token_freqs(self) -> list:
+        """``[(token, count)]`` of the counted tokens kept, in vocabulary order (count descending,
+        ties by code point), aligned with ``idx_to_token[1 + len(reserved_tokens):]``; a fresh list."""
         return list(self._freqs)
 
     def __len__(self) -> int:
@@ -375,7 +383,8 @@ class Vocab:
         raise TypeError(f"Vocab index must be a str token or a list of them, got {_type_name(tokens)}")
 
     def to_ids(self, tokens: Iterable[str]) -> np.ndarray:
-        """Map tokens to a 1-D ``np.int64`` array (unknown -> 0)."""
+        """Map tokens (an iterable of str, not a bare str) to a 1-D ``np.int64`` array
+        ``(len(tokens),)`` (unknown -> 0)."""
         if isinstance(tokens, str):
             raise TypeError("to_ids expects a sequence of tokens, got a str; use list(text)")
         get = self._t2i.get
@@ -405,7 +414,8 @@ class Vocab:
         return arr.astype(np.int64, copy=False)
 
     def to_tokens(self, ids: Any) -> Any:
-        """Id -> token (a single int gives a str, a sequence/array a list of str).
+        """Id -> token (a single int gives a str; a list or 1-D integer array of ids, any integer
+        dtype, a list of str).
 
         Ids outside ``0..len(vocab)-1`` raise ``ValueError`` (no negative indexing).
         """
@@ -514,6 +524,8 @@ class Vocab:
 
     @classmethod
     def from_json(cls, s: Union[str, bytes]) -> "Vocab":
+        """Inverse of :meth:`to_json` (a str or UTF-8 bytes); ``ValueError`` naming the problem if
+        it is not valid JSON or not a valid vocabulary."""
         return cls.from_dict(_parse_json(s, "vocab"))
 
     def save(self, path: PathLike) -> None:
@@ -570,6 +582,7 @@ class _Tokenizer:
         return text
 
     def tokenize(self, text: str) -> list:  # pragma: no cover - overridden
+        """The tokens (a list of str) of ``normalize(text)``; see the subclasses."""
         raise NotImplementedError
 
     def _count(self, norm: str) -> dict:  # pragma: no cover - overridden
@@ -603,9 +616,13 @@ class _Tokenizer:
         return self.vocab
 
     def encode(self, text: str) -> np.ndarray:  # pragma: no cover - overridden
+        """Text -> 1-D ``np.int64`` ids ``(num_tokens,)`` (unknown tokens -> 0); ``NotFittedError``
+        without a vocabulary. See the subclasses."""
         raise NotImplementedError
 
     def decode(self, ids: Any) -> str:  # pragma: no cover - overridden
+        """1-D integer ids (a list or an array of any integer dtype) -> text; ``ValueError`` for ids
+        out of range, ``NotFittedError`` without a vocabulary. See the subclasses."""
         raise NotImplementedError
 
     # -- misc ---------------------------------------------------------------------
@@ -626,6 +643,8 @@ class _Tokenizer:
     # -- serialisation --------------------------------------------------------------
 
     def to_dict(self) -> dict:
+        """JSON-ready dict: ``format``, ``version``, ``level`` (``"char"`` or ``"word"``),
+        ``lower``, ``letters_only`` and ``vocab`` (:meth:`Vocab.to_dict`, or None if not fitted)."""
         return {
             "format": TOKENIZER_FORMAT,
             "version": _FORMAT_VERSION,
@@ -636,10 +655,14 @@ class _Tokenizer:
         }
 
     def to_json(self, indent: Optional[int] = 1) -> str:
+        """:meth:`to_dict` as a JSON string (non-ASCII characters are not escaped)."""
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
 
     @classmethod
     def from_dict(cls, obj: Any) -> "_Tokenizer":
+        """Inverse of :meth:`to_dict`: a tokenizer of this class. ``ValueError`` naming the problem
+        if ``obj`` is malformed or of the other level (:func:`load_tokenizer` and
+        :func:`tokenizer_from_json` pick the class from the level)."""
         tok = _tokenizer_from_dict(obj)
         if cls is not _Tokenizer and type(tok) is not cls:
             raise ValueError(
@@ -650,6 +673,7 @@ class _Tokenizer:
 
     @classmethod
     def from_json(cls, s: Union[str, bytes]) -> "_Tokenizer":
+        """Inverse of :meth:`to_json` (a str or UTF-8 bytes); errors as :meth:`from_dict`."""
         return cls.from_dict(_parse_json(s, "tokenizer"))
 
     def save(self, path: PathLike) -> None:
@@ -658,6 +682,8 @@ class _Tokenizer:
 
     @classmethod
     def load(cls, path: PathLike) -> "_Tokenizer":
+        """Read a file written by :meth:`save`: a tokenizer of this class (``ValueError`` if the
+        file is malformed or of the other level; ``OSError`` if it cannot be read)."""
         return cls.from_json(_read_json_file(path, "tokenizer"))
 
 
@@ -678,6 +704,7 @@ class CharTokenizer(_Tokenizer):
     level = "char"
 
     def tokenize(self, text: str) -> list:
+        """``list(normalize(text))``: one str per Unicode code point."""
         return list(self.normalize(text))
 
     def _count(self, norm: str) -> dict:
@@ -689,7 +716,7 @@ class CharTokenizer(_Tokenizer):
         return {chr(c): n for c, n in zip(present.tolist(), counts[present].tolist())}
 
     def encode(self, text: str) -> np.ndarray:
-        """Text -> 1-D ``np.int64`` ids; characters not in the vocab -> 0."""
+        """Text -> 1-D ``np.int64`` ids ``(len(normalize(text)),)``; characters not in the vocab -> 0."""
         vocab = self._require_vocab()
         norm = self.normalize(text)
         if not norm:
@@ -726,20 +753,22 @@ class WordTokenizer(_Tokenizer):
     level = "word"
 
     def tokenize(self, text: str) -> list:
+        """``normalize(text).split()``: words separated by runs of Unicode whitespace."""
         return self.normalize(text).split()
 
     def _count(self, norm: str) -> dict:
         return dict(collections.Counter(norm.split()))
 
     def encode(self, text: str) -> np.ndarray:
-        """Text -> 1-D ``np.int64`` word ids; unknown words -> 0."""
+        """Text -> 1-D ``np.int64`` word ids ``(len(tokenize(text)),)``; unknown words -> 0."""
         vocab = self._require_vocab()
         words = self.normalize(text).split()
         get = vocab._t2i.get
         return np.fromiter(map(get, words, itertools.repeat(0)), dtype=np.int64, count=len(words))
 
     def decode(self, ids: Any) -> str:
-        """Ids -> words joined by single spaces (``ValueError`` for ids out of range)."""
+        """Ids (a list or 1-D integer array) -> words joined by single spaces (``ValueError`` for
+        ids out of range)."""
         vocab = self._require_vocab()
         arr = vocab._check_ids(ids)
         itt = vocab._itt

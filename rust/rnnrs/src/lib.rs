@@ -41,6 +41,7 @@ pub mod optim;
 pub mod rng;
 pub mod sample;
 pub mod seqmodel;
+mod step_kernel;
 
 pub use cell::CellKind;
 pub use config::RecurrentConfig;

@@ -51,7 +51,9 @@
 //! threads, and in one call or in chunks ([`Sampler::advance`]). The per-step products do not go
 //! through [`crate::linalg::gemm`]: general GEMM kernels choose different code paths by the number
 //! of rows (matrix-vector for one row, other kernels for small blocks), which would make a row's
-//! rounding depend on the batch. The step kernel reads every weight row once per step for the whole
+//! rounding depend on the batch. The float32 step kernel (`step_kernel.rs`: 16-lane fused
+//! multiply-add dots in 4 × 4 register blocks, one generic kernel built for AVX-512, AVX2 + FMA and
+//! portable code, all giving the same bits) reads every weight row once per step for the whole
 //! batch — what batch-1 generation, which is memory-bound, needs — so step logits agree with
 //! [`LanguageModel::logits`] to rounding, not bit for bit.
 //!
@@ -1011,6 +1013,15 @@ const ROW_BLOCK: usize = 32;
 /// `out (b, n) = x (b, k) · wᵀ + bias` for `w: (n, k)` row-major; `tmp` holds at least `b · n`
 /// values when `b > 1`. Threads split the `n` outputs; results do not depend on `b` or threads.
 fn affine<F: Element>(x: &[F], k: usize, w: &[F], bias: &[F], out: &mut [F], tmp: &mut [F]) {
+    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
+        // SAFETY: `F` is `f32` (checked above), so the slices can be viewed as `f32`.
+        unsafe {
+            let cast = |s: &[F]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
+            let o = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len());
+            crate::step_kernel::affine_f32(cast(x), k, cast(w), cast(bias), o);
+        }
+        return;
+    }
     let n = bias.len();
     let b = x.len() / k;
     debug_assert!(w.len() == n * k && out.len() == b * n);
@@ -1034,22 +1045,8 @@ fn affine<F: Element>(x: &[F], k: usize, w: &[F], bias: &[F], out: &mut [F], tmp
     }
 }
 
-/// `out_t[j · b + i] = bias[j] + x_i · w_j`; float32 uses AVX2 where the CPU has it. Both paths
-/// give the same bits (same operations in the same order, no fused multiply-add).
+/// `out_t[j · b + i] = bias[j] + x_i · w_j` (float64; float32 goes through `step_kernel`).
 fn affine_t<F: Element>(x: &[F], b: usize, k: usize, w: &[F], bias: &[F], out_t: &mut [F]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() && std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: `F` is `f32` (checked above), so the slices can be viewed as `f32`; the CPU
-            // supports AVX2.
-            unsafe {
-                let cast = |s: &[F]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
-                let out = std::slice::from_raw_parts_mut(out_t.as_mut_ptr().cast::<f32>(), out_t.len());
-                avx2::affine_t(cast(x), b, k, cast(w), cast(bias), out);
-            }
-            return;
-        }
-    }
     drive!(x, b, k, w, bias, out_t, dot::<F>, dots_1x4::<F>, dots_4x2::<F>);
 }
 
@@ -1150,109 +1147,6 @@ fn dots_4x2<F: Element>(x: [&[F]; 4], w: [&[F]; 2]) -> [[F; 4]; 2] {
     ]]
 }
 
-/// The float32 kernels with AVX2 intrinsics: one `__m256` holds the 8 partial sums of one dot.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    use super::{LANES, ROW_BLOCK};
-    use std::arch::x86_64::*;
-
-    /// `x[p..p + 8] · w[p..p + 8] + acc`, lane-wise. Caller: `p + 8 <= len` of both slices.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn chunk(acc: __m256, x: &[f32], w: &[f32], p: usize) -> __m256 {
-        debug_assert!(p + LANES <= x.len() && p + LANES <= w.len());
-        // SAFETY: in bounds (caller); unaligned loads.
-        unsafe { _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(x.as_ptr().add(p)), _mm256_loadu_ps(w.as_ptr().add(p))), acc) }
-    }
-
-    /// The reduction tree of the generic [`super::finish`], then the tail in order.
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn finish(a: __m256, x: &[f32], w: &[f32], kl: usize) -> f32 {
-        // SAFETY: register-only intrinsics, supported by the CPU (caller). (Safe to call in an AVX2
-        // function since Rust 1.87; the block keeps older compilers happy.)
-        #[allow(unused_unsafe)]
-        let mut s = unsafe {
-            let s1 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a)); // a_l + a_{l+4}
-            let s2 = _mm_add_ps(s1, _mm_movehl_ps(s1, s1)); // (a0+a4)+(a2+a6), (a1+a5)+(a3+a7)
-            _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps::<1>(s2, s2)))
-        };
-        for (&xq, &wq) in x[kl..].iter().zip(&w[kl..]) {
-            s += xq * wq;
-        }
-        s
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn dot(x: &[f32], w: &[f32]) -> f32 {
-        let kl = w.len() - w.len() % LANES;
-        // SAFETY: p + 8 <= kl <= len of both rows; AVX2 supported (caller).
-        unsafe {
-            let mut a = _mm256_setzero_ps();
-            for p in (0..kl).step_by(LANES) {
-                a = chunk(a, x, w, p);
-            }
-            finish(a, x, w, kl)
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn dots_1x4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
-        let kl = x.len() - x.len() % LANES;
-        // SAFETY: as in `dot`; every row has length k.
-        unsafe {
-            let (mut a0, mut a1, mut a2, mut a3) = (_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps());
-            for p in (0..kl).step_by(LANES) {
-                a0 = chunk(a0, x, w[0], p);
-                a1 = chunk(a1, x, w[1], p);
-                a2 = chunk(a2, x, w[2], p);
-                a3 = chunk(a3, x, w[3], p);
-            }
-            [finish(a0, x, w[0], kl), finish(a1, x, w[1], kl), finish(a2, x, w[2], kl), finish(a3, x, w[3], kl)]
-        }
-    }
-
-    #[target_feature(enable = "avx2")]
-    #[inline]
-    unsafe fn dots_4x2(x: [&[f32]; 4], w: [&[f32]; 2]) -> [[f32; 4]; 2] {
-        let kl = w[0].len() - w[0].len() % LANES;
-        // SAFETY: as in `dot`; every row has length k.
-        unsafe {
-            let z = _mm256_setzero_ps();
-            let (mut a00, mut a01, mut a02, mut a03) = (z, z, z, z);
-            let (mut a10, mut a11, mut a12, mut a13) = (z, z, z, z);
-            for p in (0..kl).step_by(LANES) {
-                a00 = chunk(a00, x[0], w[0], p);
-                a01 = chunk(a01, x[1], w[0], p);
-                a02 = chunk(a02, x[2], w[0], p);
-                a03 = chunk(a03, x[3], w[0], p);
-                a10 = chunk(a10, x[0], w[1], p);
-                a11 = chunk(a11, x[1], w[1], p);
-                a12 = chunk(a12, x[2], w[1], p);
-                a13 = chunk(a13, x[3], w[1], p);
-            }
-            [
-                [finish(a00, x[0], w[0], kl), finish(a01, x[1], w[0], kl), finish(a02, x[2], w[0], kl), finish(a03, x[3], w[0], kl)],
-                [finish(a10, x[0], w[1], kl), finish(a11, x[1], w[1], kl), finish(a12, x[2], w[1], kl), finish(a13, x[3], w[1], kl)],
-            ]
-        }
-    }
-
-    /// `out_t[j · b + i] = bias[j] + x_i · w_j`.
-    ///
-    /// # Safety
-    /// The CPU must support AVX2; `x` is `(b, k)`, `w` is `(n, k)`, `out_t` is `(n, b)`.
-    #[target_feature(enable = "avx2")]
-    pub unsafe fn affine_t(x: &[f32], b: usize, k: usize, w: &[f32], bias: &[f32], out_t: &mut [f32]) {
-        // SAFETY: the kernels need AVX2 (caller) and rows of length k (sliced by `drive`).
-        unsafe {
-            drive!(x, b, k, w, bias, out_t, |a, b| dot(a, b), |a, b| dots_1x4(a, b), |a, b| dots_4x2(a, b));
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1286,28 +1180,6 @@ mod tests {
                 affine(&x[i * k..(i + 1) * k], k, &w, &bias, &mut one, &mut []);
                 assert_eq!(&out[i * n..(i + 1) * n], &one[..], "row {i} of {b}");
             }
-        }
-    }
-
-    #[test]
-    fn every_kernel_path_gives_the_same_bits() {
-        let mut r = rng::stream(&[5, 6]);
-        for &(b, k, n) in &[(1, 1, 3), (1, 37, 9), (4, 16, 2), (6, 131, 45), (9, 256, 70)] {
-            let x: Vec<f32> = (0..b * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
-            let w: Vec<f32> = (0..n * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
-            let bias: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
-            let mut fast = vec![0.0f32; b * n];
-            affine_t(&x, b, k, &w, &bias, &mut fast);
-            let mut portable = vec![0.0f32; b * n];
-            drive!(&x[..], b, k, &w[..], &bias[..], &mut portable[..], dot::<f32>, dots_1x4::<f32>, dots_4x2::<f32>);
-            let naive: Vec<f32> = (0..n)
-                .flat_map(|j| {
-                    let (x, w, bias) = (&x, &w, &bias);
-                    (0..b).map(move |i| bias[j] + dot(&x[i * k..(i + 1) * k], &w[j * k..(j + 1) * k]))
-                })
-                .collect();
-            assert!(fast.iter().zip(&portable).all(|(a, c)| a.to_bits() == c.to_bits()), "{b}x{k}x{n}");
-            assert!(fast.iter().zip(&naive).all(|(a, c)| a.to_bits() == c.to_bits()), "{b}x{k}x{n}");
         }
     }
 

@@ -447,7 +447,7 @@ impl<F: Element> SeqModel<F> {
             Act::Flat(a) => ((1, a.nrows()), a.nrows()),
         };
         let seq = matches!(out, Act::Seq(_));
-        let valid = |r: usize| !seq || lengths.map_or(true, |l| r / bsz < l[r % bsz]);
+        let valid = |r: usize| !seq || lengths.is_none_or(|l| r / bsz < l[r % bsz]);
         // Targets in the output's row order.
         let (ids, vals): (Option<Vec<usize>>, Option<Array2<F>>) = match y {
             SeqTarget::Ids(t) => {
