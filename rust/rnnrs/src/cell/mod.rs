@@ -84,15 +84,17 @@ impl FromStr for CellKind {
 
 /// Buffers of one forward step. All slices are row-major `(B, ·)` blocks.
 pub(crate) struct Fwd<'a, F> {
-    /// `(B, G·H)` input projection including `b_ih`.
+    /// `(B, G·H)` input projection including `b_ih`. RNN and LSTM: may be empty, together with
+    /// `hw`, when `gates` already holds the summed pre-activations (the sequence pass).
     pub xw: &'a [F],
-    /// `(B, G·H)` recurrent projection including `b_hh`.
+    /// `(B, G·H)` recurrent projection including `b_hh` (empty with `xw`, see there).
     pub hw: &'a [F],
     /// `(B, H)` previous hidden state.
     pub h_prev: &'a [F],
     /// `(B, H)` previous cell state (LSTM; empty otherwise).
     pub c_prev: &'a [F],
-    /// `(B, G·H)` out: gate activations kept for backward.
+    /// `(B, G·H)` out: gate activations kept for backward (in: the pre-activations when `xw` is
+    /// empty).
     pub gates: &'a mut [F],
     /// `(B, H)` out: new hidden state.
     pub h: &'a mut [F],
