@@ -23,7 +23,7 @@ const L: usize = 16;
 const R: usize = 4;
 const C: usize = 4;
 /// Products with at least this many multiply-adds are split over threads (by output columns).
-const PARALLEL_MIN_WORK: usize = 1 << 17;
+const PARALLEL_MIN_WORK: usize = 1 << 19;
 
 /// Sixteen float32 lanes: the operations the kernel needs, for each build.
 trait Lanes: Copy {
