@@ -16,7 +16,7 @@ pub fn gemm<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F,
     gemm_in(alpha, a, b, beta, c, true)
 }
 
-/// [`gemm`] on the calling thread only: for products inside work that is already split over
+/// [`gemm()`] on the calling thread only: for products inside work that is already split over
 /// threads (the row blocks of the time loops).
 #[inline]
 pub fn gemm_serial<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: &mut ArrayViewMut2<F>) {
