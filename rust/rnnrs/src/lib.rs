@@ -56,3 +56,8 @@ pub use module::Module;
 pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
 pub use sample::{beam_search, sample, Beam, SampleConfig, Sampled, Sampler};
 pub use seqmodel::{Activation, LayerSpec, LossKind, SeqInput, SeqModel, SeqModelConfig, SeqStats, SeqTarget};
+
+/// The README's Rust example, compiled and run as a doctest so that it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctest;

@@ -403,3 +403,27 @@ fn stepping_allocates_nothing() {
         }
     });
 }
+
+#[test]
+fn banned_tokens_are_never_generated() {
+    let m = random::<f32>(CellKind::Lstm, Some(6), 12, 16, 1);
+    let free: Vec<usize> = (0..8).flat_map(|s| one(&m, &[1], s, &SampleConfig::new(60).temperature(2.0))).collect();
+    let banned = [free[0], free[1], 0];
+    assert!(free.iter().filter(|t| banned.contains(t)).count() > 10, "the check below must be able to fail");
+    for cfg in [
+        SampleConfig::new(60).temperature(2.0),
+        SampleConfig::new(60),
+        SampleConfig::new(60).top_k(3),
+        SampleConfig::new(60).top_p(0.8).repetition_penalty(1.3),
+        SampleConfig::greedy(30),
+    ] {
+        let cfg = cfg.banned_tokens(banned.to_vec());
+        for s in 0..8 {
+            let got = one(&m, &[1], s, &cfg);
+            assert!(got.iter().all(|t| !banned.contains(t)), "{cfg:?}: {got:?}");
+        }
+    }
+    let all: Vec<usize> = (0..12).collect();
+    assert!(matches!(sample(&m, &[&[1usize][..]], &[0], &SampleConfig::new(3).banned_tokens(all)), Err(Error::Invalid { .. })));
+    assert!(matches!(sample(&m, &[&[1usize][..]], &[0], &SampleConfig::new(3).banned_tokens(vec![12])), Err(Error::Invalid { .. })));
+}
