@@ -795,8 +795,8 @@ fn dir_forward<F: Element>(
     let (hl, cl): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let h_last = stack_rows(hl.into_iter(), b * hs);
     let c_last = lstm.then(|| stack_rows(cl.into_iter(), b * hs));
-    // The output: the states, zero at padded steps.
-    let mut y = h_all.clone();
+    // The output: the states, zero at padded steps (the tape keeps the states themselves).
+    let (mut y, h_all) = if keep { (h_all.clone(), h_all) } else { (h_all, Array2::zeros((0, hs))) };
     if let Some(l) = lengths {
         for (n, mut r) in y.rows_mut().into_iter().enumerate() {
             if n / b >= l[n % b] {
