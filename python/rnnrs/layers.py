@@ -53,6 +53,23 @@ def _dtype_name(dtype: Any) -> str:
     return _DTYPES[dt]
 
 
+
+def _state_items(state_dict: Any, dtype: Any) -> list:
+    """``[(name, C-contiguous array of dtype)]`` from a ``state_dict`` mapping, for the core's
+    ``load_state_dict`` (``TypeError`` for a non-mapping, a non-str key or a non-numeric value)."""
+    if not isinstance(state_dict, Mapping):
+        raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}")
+    items = []
+    for k, v in state_dict.items():
+        if not isinstance(k, str):
+            raise TypeError(f"state_dict: expected str keys, got {type(k).__name__} {k!r}")
+        try:
+            arr = np.require(np.asarray(v), dtype, ["C_CONTIGUOUS", "ALIGNED"])
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"{k}: expected a numeric array, got {type(v).__name__}") from e
+        items.append((k, arr))
+    return items
+
 def _check_int(name: str, value: Any, minimum: int, limit: int = 2**63) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer >= {minimum}, got {type(value).__name__} {value!r}")
@@ -262,18 +279,7 @@ class _Recurrent:
         """Replace every parameter (all names exactly once, same shapes). Values are cast to the
         layer's dtype. Raises ``ValueError`` naming a missing, unexpected or mis-shaped entry; on error
         nothing changes."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}")
-        items = []
-        for k, v in state_dict.items():
-            if not isinstance(k, str):
-                raise TypeError(f"state_dict: expected str keys, got {type(k).__name__} {k!r}")
-            try:
-                arr = np.require(np.asarray(v), self.dtype, ["C_CONTIGUOUS", "ALIGNED"])
-            except (TypeError, ValueError) as e:
-                raise TypeError(f"{k}: expected a numeric array, got {type(v).__name__}") from e
-            items.append((k, arr))
-        self._core.load_state_dict(items)
+        self._core.load_state_dict(_state_items(state_dict, self.dtype))
 
     def grads(self) -> Dict[str, np.ndarray]:
         """Copies of the accumulated gradients, same keys, shapes and dtype as :meth:`state_dict`."""

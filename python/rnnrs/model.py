@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _rnnrs
-from .layers import _check_int, _check_seed, _dtype_name
+from .layers import _check_int, _check_seed, _dtype_name, _state_items
 
 __all__ = ["LanguageModel", "CELLS"]
 
@@ -236,18 +236,7 @@ class LanguageModel:
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         """Replace all parameters (every name of :meth:`state_dict` exactly once, same shapes);
         values (any numeric arrays) are cast to the model's dtype. Nothing changes on error."""
-        if not isinstance(state_dict, Mapping):
-            raise TypeError(f"state_dict: expected a mapping of name -> array, got {type(state_dict).__name__}")
-        items = []
-        for k, v in state_dict.items():
-            if not isinstance(k, str):
-                raise TypeError(f"state_dict: expected str keys, got {type(k).__name__} {k!r}")
-            try:
-                arr = np.require(np.asarray(v), self.dtype, ["C_CONTIGUOUS", "ALIGNED"])
-            except (TypeError, ValueError) as e:
-                raise TypeError(f"{k}: expected a numeric array, got {type(v).__name__}") from e
-            items.append((k, arr))
-        self._core.load_state_dict(items)
+        self._core.load_state_dict(_state_items(state_dict, self.dtype))
 
     def grads(self) -> Dict[str, np.ndarray]:
         """Copies of the accumulated gradients: same keys, shapes and dtype as :meth:`state_dict`."""

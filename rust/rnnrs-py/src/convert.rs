@@ -82,21 +82,3 @@ pub fn ids<D: ndarray::Dimension>(obj: &Bound<'_, PyAny>, what: &str, ndim: usiz
     }
     Ok(v.mapv(|i| i as usize))
 }
-
-/// The optimizer named by `set_optimizer(name, ...)` of the Python models: `"sgd"`, `"adam"` or `"adamw"`.
-pub fn optimizer_config(
-    name: &str,
-    lr: f64,
-    momentum: f64,
-    weight_decay: f64,
-    nesterov: bool,
-    betas: (f64, f64),
-    eps: f64,
-) -> PyResult<rnnrs::OptimizerConfig> {
-    use rnnrs::OptimizerConfig;
-    Ok(match name {
-        "sgd" => OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov },
-        "adam" | "adamw" => OptimizerConfig::Adam { lr, beta1: betas.0, beta2: betas.1, eps, weight_decay, decoupled: name == "adamw" },
-        other => return Err(PyValueError::new_err(format!("optimizer: expected 'sgd', 'adam' or 'adamw', got {other:?}"))),
-    })
-}

@@ -4,6 +4,7 @@
 mod convert;
 mod io;
 mod model;
+mod optimizer;
 mod recurrent;
 mod sample;
 mod seqmodel;

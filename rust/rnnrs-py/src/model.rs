@@ -1,7 +1,7 @@
 //! `LanguageModel`: embedding/one-hot → RNN/GRU/LSTM → linear, with its optimizer, in float32 or
 //! float64. The Python class `rnnrs.LanguageModel` wraps this one.
 
-use crate::convert::{array, detached, ids, optimizer_config, to_py};
+use crate::convert::{array, detached, ids, to_py};
 use crate::recurrent::named;
 use numpy::{IntoPyArray, PyArray3};
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -203,40 +203,23 @@ impl LanguageModel {
         betas: (f64, f64),
         eps: f64,
     ) -> PyResult<()> {
-        let cfg = optimizer_config(name, lr, momentum, weight_decay, nesterov, betas, eps)?;
-        with_lm!(&mut self.inner, l, T => {
-            l.optimizer = Some(Optimizer::new(cfg).map_err(to_py)?);
-            Ok(())
-        })
+        let cfg = crate::optimizer::config(name, lr, momentum, weight_decay, nesterov, betas, eps)?;
+        with_lm!(&mut self.inner, l, T => crate::optimizer::set(&mut l.optimizer, cfg))
     }
 
     /// Change the learning rate of the optimizer.
     fn set_lr(&mut self, lr: f64) -> PyResult<()> {
-        with_lm!(&mut self.inner, l, T => match l.optimizer.as_mut() {
-            Some(o) => o.set_lr(lr).map_err(to_py),
-            None => Err(PyValueError::new_err("set_lr: expected an optimizer, got none (call set_optimizer first)")),
-        })
+        with_lm!(&mut self.inner, l, T => crate::optimizer::set_lr(&mut l.optimizer, lr))
     }
 
     /// `(steps, [(name, array)])` of the optimizer, for checkpoints.
     fn optimizer_state<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyList>)> {
-        with_lm!(&self.inner, l, T => match &l.optimizer {
-            Some(o) => Ok((o.steps(), named(py, o.state_tensors(&l.model))?)),
-            None => Ok((0, PyList::empty(py))),
-        })
+        with_lm!(&self.inner, l, T => crate::optimizer::state(py, &l.optimizer, &l.model))
     }
 
     /// Restore what `optimizer_state` returned (after `set_optimizer` with the same settings).
     fn load_optimizer_state(&mut self, steps: u64, items: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<()> {
-        with_lm!(&mut self.inner, l, T => {
-            let dt = <T as rnnrs::Element>::DTYPE;
-            let arrays = dyn_arrays::<T>(&items, dt)?;
-            let views: Vec<(String, ndarray::ArrayViewD<'_, T>)> = arrays.iter().map(|(n, a)| (n.clone(), a.as_array())).collect();
-            match l.optimizer.as_mut() {
-                Some(o) => o.load_state_tensors(&l.model, steps, &views).map_err(to_py),
-                None => Err(PyValueError::new_err("load_optimizer_state: expected an optimizer, got none (call set_optimizer first)")),
-            }
-        })
+        with_lm!(&mut self.inner, l, T => crate::optimizer::load_state(&mut l.optimizer, &l.model, steps, &items))
     }
 
     /// Copies of the parameters, `[(name, array)]`: `embedding.weight`, `rnn.weight_ih_l0`, …, `linear.bias`.

@@ -1,7 +1,7 @@
 //! `SeqModel`: a sequential stack (embedding, recurrent, dense, dropout) with a loss and its optimizer,
 //! in float32 or float64. The Python class `rnnrs.Sequential` wraps this one.
 
-use crate::convert::{array, detached, ids, optimizer_config, to_py};
+use crate::convert::{array, detached, ids, to_py};
 use crate::model::dyn_arrays;
 use crate::recurrent::{named, opt_lengths};
 use numpy::{IntoPyArray, PyUntypedArray, PyUntypedArrayMethods};
@@ -197,39 +197,23 @@ impl SeqModel {
         betas: (f64, f64),
         eps: f64,
     ) -> PyResult<()> {
-        let cfg = optimizer_config(name, lr, momentum, weight_decay, nesterov, betas, eps)?;
-        with_sm!(&mut self.inner, l, T => {
-            l.optimizer = Some(Optimizer::new(cfg).map_err(to_py)?);
-            Ok(())
-        })
+        let cfg = crate::optimizer::config(name, lr, momentum, weight_decay, nesterov, betas, eps)?;
+        with_sm!(&mut self.inner, l, T => crate::optimizer::set(&mut l.optimizer, cfg))
     }
 
     /// Change the learning rate of the optimizer.
     fn set_lr(&mut self, lr: f64) -> PyResult<()> {
-        with_sm!(&mut self.inner, l, T => match l.optimizer.as_mut() {
-            Some(o) => o.set_lr(lr).map_err(to_py),
-            None => Err(PyValueError::new_err("set_lr: expected an optimizer, got none (call set_optimizer first)")),
-        })
+        with_sm!(&mut self.inner, l, T => crate::optimizer::set_lr(&mut l.optimizer, lr))
     }
 
     /// `(steps, [(name, array)])` of the optimizer, for checkpoints.
     fn optimizer_state<'py>(&self, py: Python<'py>) -> PyResult<(u64, Bound<'py, PyList>)> {
-        with_sm!(&self.inner, l, T => match &l.optimizer {
-            Some(o) => Ok((o.steps(), named(py, o.state_tensors(&l.model))?)),
-            None => Ok((0, PyList::empty(py))),
-        })
+        with_sm!(&self.inner, l, T => crate::optimizer::state(py, &l.optimizer, &l.model))
     }
 
     /// Restore what `optimizer_state` returned (after `set_optimizer` with the same settings).
     fn load_optimizer_state(&mut self, steps: u64, items: Vec<(String, Bound<'_, PyAny>)>) -> PyResult<()> {
-        with_sm!(&mut self.inner, l, T => {
-            let arrays = dyn_arrays::<T>(&items, <T as rnnrs::Element>::DTYPE)?;
-            let views: Vec<(String, ndarray::ArrayViewD<'_, T>)> = arrays.iter().map(|(n, a)| (n.clone(), a.as_array())).collect();
-            match l.optimizer.as_mut() {
-                Some(o) => o.load_state_tensors(&l.model, steps, &views).map_err(to_py),
-                None => Err(PyValueError::new_err("load_optimizer_state: expected an optimizer, got none (call set_optimizer first)")),
-            }
-        })
+        with_sm!(&mut self.inner, l, T => crate::optimizer::load_state(&mut l.optimizer, &l.model, steps, &items))
     }
 
     /// Copies of the parameters, `[(name, array)]`: `layers.{i}.weight`, `layers.{i}.weight_ih_l0`, …
