@@ -38,6 +38,7 @@ pub mod loss;
 pub mod model;
 pub mod module;
 pub mod optim;
+mod packed;
 pub mod rng;
 pub mod sample;
 pub mod seqmodel;
