@@ -99,6 +99,11 @@ enum Isa {
     Generic,
 }
 
+/// Whether the CPU runs AVX-512F (detected once).
+pub(crate) fn has_avx512() -> bool {
+    isa() == Isa::Avx512
+}
+
 fn isa() -> Isa {
     use std::sync::OnceLock;
     static ISA: OnceLock<Isa> = OnceLock::new();

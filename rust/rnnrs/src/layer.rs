@@ -110,19 +110,19 @@ impl<F: Element> LayerInput<F> {
             LayerInput::OneHot(ids) => ids.len(),
         }
     }
-    /// `(T·B, G·H)` = `input · W_ihᵀ + b_ih`.
-    fn project(&self, weight: &Array2<F>, bias: &Array1<F>) -> Array2<F> {
-        let mut out = Array2::zeros((self.rows(), weight.nrows()));
-        out.rows_mut().into_iter().for_each(|mut r| r.assign(bias));
+    /// `(T·B, G·H)` = `input · W_ihᵀ` (the time loops add the biases, block by block, while the
+    /// rows are in cache).
+    fn project(&self, weight: &Array2<F>) -> Array2<F> {
         match self {
-            LayerInput::Dense(a) => gemm(F::one(), &a.view(), &weight.t(), F::one(), &mut out.view_mut()),
+            LayerInput::Dense(a) => crate::linalg::product(&a.view(), &weight.t()),
             LayerInput::OneHot(ids) => {
+                let mut out = Array2::zeros((ids.len(), weight.nrows()));
                 for (mut row, &id) in out.rows_mut().into_iter().zip(ids) {
-                    row += &weight.column(id);
+                    row.assign(&weight.column(id));
                 }
+                out
             }
         }
-        out
     }
     /// `dW_ih += dGᵀ · input`.
     fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) {
@@ -707,16 +707,14 @@ fn dir_forward<F: Element>(
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
     let gru = cell == CellKind::Gru;
-    // RNN and LSTM: `pre = x·W_ihᵀ + (b_ih + b_hh)` for all steps at once; each step adds
+    // RNN and LSTM: `pre = x·W_ihᵀ` for all steps at once; each step adds `(b_ih + b_hh)` and
     // `h·W_hhᵀ` into its rows and the cell turns them into the gate activations in place, so `pre`
     // becomes the tape's gates. GRU needs `W_hn h + b_hn` apart (the reset gate scales it): it keeps
-    // separate input and recurrent projections.
+    // separate input (`+ b_ih`) and recurrent projections.
     let fused = !gru;
-    let mut pre = if fused {
-        input.project(&p.weight_ih, &(&p.bias_ih + &p.bias_hh))
-    } else {
-        input.project(&p.weight_ih, &p.bias_ih)
-    };
+    let mut pre = input.project(&p.weight_ih);
+    let pre_bias = if fused { &p.bias_ih + &p.bias_hh } else { p.bias_ih.clone() };
+    let pre_bias = pre_bias.as_slice().expect("contiguous");
     let kept = if keep { t } else { 1 };
     let mut gates = Array2::<F>::zeros((if fused { 0 } else { kept * b }, gh));
     let mut hw_all = Array2::<F>::zeros(((if keep && gru { t } else { 0 }) * b, gh));
@@ -747,6 +745,11 @@ fn dir_forward<F: Element>(
             let (h_out, c_out, pre_rows) = unsafe {
                 (h_s.rows(ti * b + b0, n), if lstm { c_s.rows(k * b + b0, n) } else { &mut [] }, pre_s.rows(ti * b + b0, n))
             };
+            for row in pre_rows.chunks_exact_mut(gh) {
+                for (v, &bias) in row.iter_mut().zip(pre_bias) {
+                    *v = bias + *v;
+                }
+            }
             let (xw_in, hw_in, g_out): (&[F], &[F], &mut [F]) = if fused {
                 whh_t.mul(h_cur.as_slice().expect("contiguous"), pre_rows, true);
                 (&[], &[], pre_rows)
@@ -765,12 +768,7 @@ fn dir_forward<F: Element>(
                 h: &mut *h_out,
                 c: &mut *c_out,
             };
-            match cell {
-                CellKind::RnnTanh => cell::rnn::forward(s, false),
-                CellKind::RnnRelu => cell::rnn::forward(s, true),
-                CellKind::Gru => cell::gru::forward(s, hs),
-                CellKind::Lstm => cell::lstm::forward(s, hs),
-            }
+            cell::forward(cell, s, hs);
             // Padded rows carry their state through the step unchanged.
             for row in (0..n).filter(|&row| padded(lengths, b0 + row, ti)) {
                 let rr = row * hs..(row + 1) * hs;
@@ -893,12 +891,7 @@ fn dir_backward<F: Element>(
                 dg_hh: &mut *dgh,
                 dh_direct: dh_direct.as_slice_mut().expect("contiguous"),
             };
-            match cell {
-                CellKind::RnnTanh => cell::rnn::backward(s, false),
-                CellKind::RnnRelu => cell::rnn::backward(s, true),
-                CellKind::Gru => cell::gru::backward(s, hs),
-                CellKind::Lstm => cell::lstm::backward(s, hs),
-            }
+            cell::backward(cell, s, hs);
             if any_padded {
                 for row in (0..n).filter(|&row| padded(lengths, b0 + row, ti)) {
                     dgi[row * gh..(row + 1) * gh].fill(F::zero());
@@ -929,9 +922,11 @@ fn dir_backward<F: Element>(
     let dc = lstm.then(|| stack_rows(dcs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)"));
     let dgh = if gru { &dg_hh } else { &dg_ih };
     input.add_weight_grad(&dg_ih, &mut g.weight_ih);
-    g.bias_ih += &dg_ih.sum_axis(Axis(0));
+    let db_ih = dg_ih.sum_axis(Axis(0));
+    g.bias_ih += &db_ih;
     gemm(F::one(), &dgh.t(), &h_prev_all.view(), F::one(), &mut g.weight_hh.view_mut());
-    g.bias_hh += &dgh.sum_axis(Axis(0));
+    // Both biases get the same gradient, except for GRU (whose `b_hn` sits inside the reset gate).
+    g.bias_hh += &if gru { dg_hh.sum_axis(Axis(0)) } else { db_ih };
     let dx = matches!(input, LayerInput::Dense(_)).then(|| {
         let mut dx = Array2::<F>::zeros((t * b, p.weight_ih.ncols()));
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());

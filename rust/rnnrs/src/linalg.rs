@@ -4,7 +4,7 @@
 //! product is bit-identical for any number of threads.
 
 use crate::element::Element;
-use ndarray::{ArrayView2, ArrayViewMut2};
+use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 /// Products smaller than this many multiply-adds run on one thread.
 const PARALLEL_MIN_WORK: usize = 1 << 18;
@@ -37,37 +37,49 @@ fn gemm_in<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, 
         }
         return;
     }
+    let (cs0, cs1) = (c.strides()[0], c.strides()[1]);
+    // SAFETY: the pointer and strides describe `c` exactly (shape checked above), and `c` is
+    // borrowed mutably so it cannot alias `a` or `b`.
+    unsafe { raw(alpha, a, b, beta, c.as_mut_ptr(), cs0, cs1, parallel) }
+}
+
+/// A new `(m, n)` matrix `a · b` (`a: (m, k)`, `b: (k, n)`, any strides), written by the kernel
+/// without being zero-filled first.
+pub fn product<F: Element>(a: &ArrayView2<F>, b: &ArrayView2<F>) -> Array2<F> {
+    let ((m, k), (k2, n)) = (a.dim(), b.dim());
+    assert!(k == k2, "product: shapes {:?} · {:?}", a.dim(), b.dim());
+    if m == 0 || n == 0 || k == 0 {
+        return Array2::zeros((m, n));
+    }
+    let mut out: Vec<F> = Vec::with_capacity(m * n);
+    // SAFETY: `out` has room for the row-major `(m, n)` result; with `beta == 0` the kernel writes
+    // every one of its values without reading any, so all `m · n` are initialised when it returns.
+    unsafe {
+        raw(F::one(), a, b, F::zero(), out.as_mut_ptr(), n as isize, 1, true);
+        out.set_len(m * n);
+    }
+    Array2::from_shape_vec((m, n), out).expect("(m, n)")
+}
+
+/// `c = alpha · a · b + beta · c` into the `(m, n)` destination at `c` with strides `(cs0, cs1)`;
+/// `m, n, k >= 1`.
+///
+/// # Safety
+/// `c` with those strides addresses `m · n` writable values that alias neither `a` nor `b`; with
+/// `beta != 0` they must be initialised.
+#[allow(clippy::too_many_arguments)]
+unsafe fn raw<F: Element>(alpha: F, a: &ArrayView2<F>, b: &ArrayView2<F>, beta: F, c: *mut F, cs0: isize, cs1: isize, parallel: bool) {
+    let ((m, k), n) = (a.dim(), b.ncols());
     let threads = rayon::current_num_threads();
     let par = if parallel && threads > 1 && m * n * k >= PARALLEL_MIN_WORK {
         gemm::Parallelism::Rayon(threads)
     } else {
         gemm::Parallelism::None
     };
-    let (cs, as_, bs) = (c.strides().to_vec(), a.strides().to_vec(), b.strides().to_vec());
-    // SAFETY: the pointers and strides describe the three views exactly (shapes checked above);
-    // `c` is borrowed mutably so it cannot alias `a` or `b`.
+    let (as_, bs) = (a.strides(), b.strides());
+    // SAFETY: `a` and `b` are described by their views exactly; `c` by the caller's promise.
     unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            c.as_mut_ptr(),
-            cs[1],
-            cs[0],
-            beta != F::zero(),
-            a.as_ptr(),
-            as_[1],
-            as_[0],
-            b.as_ptr(),
-            bs[1],
-            bs[0],
-            beta,
-            alpha,
-            false,
-            false,
-            false,
-            par,
-        );
+        gemm::gemm(m, n, k, c, cs1, cs0, beta != F::zero(), a.as_ptr(), as_[1], as_[0], b.as_ptr(), bs[1], bs[0], beta, alpha, false, false, false, par);
     }
 }
 
@@ -95,6 +107,7 @@ mod tests {
             let mut c = Array2::from_elem((m, n), f64::NAN);
             gemm(1.0, &a.view(), &b.view(), 0.0, &mut c.view_mut());
             assert_eq!(c, want);
+            assert_eq!(product(&a.view(), &bt.view()), want);
         }
     }
 

@@ -78,10 +78,15 @@ impl<F: Element> PackedRhs<F> {
         let repr = if TypeId::of::<F>() == TypeId::of::<f32>() && panels {
             let panels = n.div_ceil(NR);
             let mut data = vec![0.0f32; panels * k * NR];
-            for (kk, row) in b.rows().into_iter().enumerate() {
-                for (j, v) in row.iter().enumerate() {
-                    let (p, jj) = (j / NR, j % NR);
-                    data[(p * k + kk) * NR + jj] = Element::to_f64(*v) as f32;
+            let mut put = |kk: usize, j: usize, v: F| data[((j / NR) * k + kk) * NR + j % NR] = Element::to_f64(v) as f32;
+            // Read `b` in memory order: by rows, or by columns when it is a transposed view.
+            if b.strides()[0] == 1 && k > 1 {
+                for (j, col) in b.columns().into_iter().enumerate() {
+                    col.iter().enumerate().for_each(|(kk, &v)| put(kk, j, v));
+                }
+            } else {
+                for (kk, row) in b.rows().into_iter().enumerate() {
+                    row.iter().enumerate().for_each(|(j, &v)| put(kk, j, v));
                 }
             }
             Repr::Panels(data)

@@ -7,6 +7,7 @@
 use super::{Bwd, Fwd};
 use crate::element::Element;
 
+#[inline(always)]
 pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
     let h3 = 3 * hidden;
     let one = F::one();
@@ -28,6 +29,7 @@ pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
     }
 }
 
+#[inline(always)]
 pub(crate) fn backward<F: Element>(s: Bwd<'_, F>, hidden: usize) {
     let h3 = 3 * hidden;
     let batch = s.dh.len() / hidden;

@@ -5,6 +5,7 @@
 use super::{Bwd, Fwd};
 use crate::element::Element;
 
+#[inline(always)]
 pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
     let h4 = 4 * hidden;
     for (g, (&x, &r)) in s.gates.iter_mut().zip(s.xw.iter().zip(s.hw)) {
@@ -30,24 +31,52 @@ pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
 }
 
 /// `dh_direct` is used as scratch for `tanh(c')` (an LSTM has no direct `dh` path).
+#[inline(always)]
 pub(crate) fn backward<F: Element>(s: Bwd<'_, F>, hidden: usize) {
     let h4 = 4 * hidden;
-    let one = F::one();
     let tcs = s.dh_direct;
     tcs.copy_from_slice(s.c);
     F::tanh_inplace(tcs);
     let rows = s.gates.chunks_exact(h4).zip(s.dg_ih.chunks_exact_mut(h4)).zip(s.dc.chunks_exact_mut(hidden));
     let per_row = s.c_prev.chunks_exact(hidden).zip(s.dh.chunks_exact(hidden)).zip(tcs.chunks_exact(hidden));
     for (((gates, dg), dc), ((c_prev, dh), tc)) in rows.zip(per_row) {
-        for j in 0..hidden {
-            let (i, f, g, o) = (gates[j], gates[hidden + j], gates[2 * hidden + j], gates[3 * hidden + j]);
-            let t = tc[j];
-            let dct = dc[j] + dh[j] * o * (one - t * t);
-            dg[j] = dct * g * i * (one - i);
-            dg[hidden + j] = dct * c_prev[j] * f * (one - f);
-            dg[2 * hidden + j] = dct * i * (one - g * g);
-            dg[3 * hidden + j] = dh[j] * t * o * (one - o);
-            dc[j] = dct * f;
-        }
+        // Equal-length slices per gate, so that the loop below vectorises without bounds checks.
+        let (gi, rest) = gates.split_at(hidden);
+        let (gf, rest) = rest.split_at(hidden);
+        let (gg, go) = rest.split_at(hidden);
+        let (di, rest) = dg.split_at_mut(hidden);
+        let (df, rest) = rest.split_at_mut(hidden);
+        let (dgg, d_o) = rest.split_at_mut(hidden);
+        row_backward(RowIn { gi, gf, gg, go, c_prev, dh, tc }, di, df, dgg, d_o, dc);
+    }
+}
+
+/// One row's inputs to [`row_backward`]: gate activations, previous cell state, `dh`, `tanh(c')`.
+struct RowIn<'a, F> {
+    gi: &'a [F],
+    gf: &'a [F],
+    gg: &'a [F],
+    go: &'a [F],
+    c_prev: &'a [F],
+    dh: &'a [F],
+    tc: &'a [F],
+}
+
+/// The gate gradients of one row. Kept out of line: as a function of its own its output slices
+/// cannot alias (in the caller they could, as far as the compiler knows), so the loop vectorises.
+#[inline(never)]
+fn row_backward<F: Element>(x: RowIn<'_, F>, di: &mut [F], df: &mut [F], dgg: &mut [F], d_o: &mut [F], dc: &mut [F]) {
+    let one = F::one();
+    let n = dc.len();
+    let (di, df, dgg, d_o) = (&mut di[..n], &mut df[..n], &mut dgg[..n], &mut d_o[..n]);
+    let (gi, gf, gg, go, c_prev, dh, tc) = (&x.gi[..n], &x.gf[..n], &x.gg[..n], &x.go[..n], &x.c_prev[..n], &x.dh[..n], &x.tc[..n]);
+    for j in 0..n {
+        let (i, f, g, o, t) = (gi[j], gf[j], gg[j], go[j], tc[j]);
+        let dct = dc[j] + dh[j] * o * (one - t * t);
+        di[j] = dct * g * i * (one - i);
+        df[j] = dct * c_prev[j] * f * (one - f);
+        dgg[j] = dct * i * (one - g * g);
+        d_o[j] = dh[j] * t * o * (one - o);
+        dc[j] = dct * f;
     }
 }

@@ -4,6 +4,7 @@
 use super::{Bwd, Fwd};
 use crate::element::Element;
 
+#[inline(always)]
 pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, relu: bool) {
     for ((g, &x), &r) in s.gates.iter_mut().zip(s.xw).zip(s.hw) {
         *g = x + r;
@@ -16,6 +17,7 @@ pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, relu: bool) {
     s.h.copy_from_slice(s.gates);
 }
 
+#[inline(always)]
 pub(crate) fn backward<F: Element>(s: Bwd<'_, F>, relu: bool) {
     for ((d, &h), &dh) in s.dg_ih.iter_mut().zip(s.h).zip(s.dh) {
         *d = if relu {
