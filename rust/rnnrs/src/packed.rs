@@ -78,15 +78,20 @@ impl<F: Element> PackedRhs<F> {
         let repr = if TypeId::of::<F>() == TypeId::of::<f32>() && panels {
             let panels = n.div_ceil(NR);
             let mut data = vec![0.0f32; panels * k * NR];
-            let mut put = |kk: usize, j: usize, v: F| data[((j / NR) * k + kk) * NR + j % NR] = Element::to_f64(v) as f32;
-            // Read `b` in memory order: by rows, or by columns when it is a transposed view.
+            // Read `b` in memory order: by columns when it is a transposed view (the `W_hhᵀ` of
+            // the forward pass), else by rows.
             if b.strides()[0] == 1 && k > 1 {
                 for (j, col) in b.columns().into_iter().enumerate() {
-                    col.iter().enumerate().for_each(|(kk, &v)| put(kk, j, v));
+                    let dst = data[(j / NR) * k * NR + j % NR..].iter_mut().step_by(NR);
+                    dst.zip(col).for_each(|(d, &v)| *d = Element::to_f64(v) as f32);
                 }
             } else {
                 for (kk, row) in b.rows().into_iter().enumerate() {
-                    row.iter().enumerate().for_each(|(j, &v)| put(kk, j, v));
+                    for (p, dst) in data.chunks_exact_mut(k * NR).enumerate() {
+                        let dst = &mut dst[kk * NR..kk * NR + NR.min(n - p * NR)];
+                        let src = row.slice(ndarray::s![p * NR..p * NR + dst.len()]);
+                        dst.iter_mut().zip(src).for_each(|(d, &v)| *d = Element::to_f64(v) as f32);
+                    }
                 }
             }
             Repr::Panels(data)
