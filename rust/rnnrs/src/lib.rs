@@ -23,6 +23,20 @@
 //! assert_eq!(g.dx.unwrap().shape(), x.shape());
 //! # Ok::<(), rnnrs::Error>(())
 //! ```
+//!
+//! ## Performance
+//!
+//! Work is split over rayon's global pool (`RAYON_NUM_THREADS`); results are bit-identical for
+//! any number of threads. Every forward/backward call allocates its buffers (tens of MB for
+//! typical training batches); with glibc's allocator these are returned to the OS on free and
+//! faulted in again on the next call, which costs up to a quarter of the time on two threads.
+//! The Python extension and the benches therefore use [mimalloc](https://crates.io/crates/mimalloc)
+//! as the global allocator, and a Rust program that calls rnnrs in a loop should too:
+//!
+//! ```ignore
+//! #[global_allocator]
+//! static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+//! ```
 
 pub mod activation;
 pub mod cell;
