@@ -13,7 +13,7 @@ use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
 use crate::linalg::gemm;
-use crate::packed::PackedRhs;
+use crate::packed::{product, PackedRhs, Start};
 use rayon::prelude::*;
 use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
@@ -711,8 +711,23 @@ fn dir_forward<F: Element>(
     // `h·W_hhᵀ` into its rows and the cell turns them into the gate activations in place, so `pre`
     // becomes the tape's gates. GRU needs `W_hn h + b_hn` apart (the reset gate scales it): it keeps
     // separate input (`+ b_ih`) and recurrent projections.
+    //
+    // With the packed kernel, RNN and LSTM on dense inputs go one step further: each step computes
+    // `(b_ih + b_hh) + x_t·W_ihᵀ + h·W_hhᵀ` as one product of its rows, so the input projection
+    // never makes a separate pass over memory (inference keeps no `pre` at all).
     let fused = !gru;
-    let mut pre = input.project(&p.weight_ih);
+    // `W_hhᵀ` packed once per call for the per-step products (see `packed`).
+    let whh_t = PackedRhs::new(p.weight_hh.t());
+    let step_x = match input {
+        LayerInput::Dense(x) if fused && whh_t.is_packed() => {
+            Some((x.as_slice().expect("contiguous"), x.ncols(), PackedRhs::new(p.weight_ih.t())))
+        }
+        _ => None,
+    };
+    let mut pre = match step_x {
+        Some(_) => Array2::zeros((if keep { t * b } else { 0 }, gh)),
+        None => input.project(&p.weight_ih),
+    };
     let pre_bias = if fused { &p.bias_ih + &p.bias_hh } else { p.bias_ih.clone() };
     let pre_bias = pre_bias.as_slice().expect("contiguous");
     let kept = if keep { t } else { 1 };
@@ -720,8 +735,6 @@ fn dir_forward<F: Element>(
     let mut hw_all = Array2::<F>::zeros(((if keep && gru { t } else { 0 }) * b, gh));
     let mut c_all = Array2::<F>::zeros(((if lstm { kept } else { 0 }) * b, hs));
     let mut h_all = Array2::<F>::zeros((t * b, hs));
-    // `W_hhᵀ` packed once per call for the per-step products (see `packed`).
-    let whh_t = PackedRhs::new(p.weight_hh.t());
     let (pre_s, gates_s, hw_s, c_s, h_s) = (
         SharedRows::new(&mut pre),
         SharedRows::new(&mut gates),
@@ -737,20 +750,32 @@ fn dir_forward<F: Element>(
             None => Array2::zeros((0, hs)),
         };
         let mut hw = Array2::<F>::zeros((if fused { 0 } else { n }, gh));
+        // The gates of one step when inference keeps no `pre`.
+        let mut scratch = Array2::<F>::zeros((if step_x.is_some() && !keep { n } else { 0 }, gh));
         for step in 0..t {
             let ti = if reverse { t - 1 - step } else { step };
             let k = if keep { ti } else { 0 };
             // SAFETY: this block alone owns rows `b0..b0+n` of every time step, and the slices of
             // one step are dropped before the next step asks for its own.
-            let (h_out, c_out, pre_rows) = unsafe {
-                (h_s.rows(ti * b + b0, n), if lstm { c_s.rows(k * b + b0, n) } else { &mut [] }, pre_s.rows(ti * b + b0, n))
+            let (h_out, c_out) = unsafe { (h_s.rows(ti * b + b0, n), if lstm { c_s.rows(k * b + b0, n) } else { &mut [] }) };
+            let pre_rows: &mut [F] = match (&step_x, keep) {
+                (Some(_), false) => scratch.as_slice_mut().expect("contiguous"),
+                // SAFETY: as above.
+                _ => unsafe { pre_s.rows(ti * b + b0, n) },
             };
-            for row in pre_rows.chunks_exact_mut(gh) {
-                for (v, &bias) in row.iter_mut().zip(pre_bias) {
-                    *v = bias + *v;
+            if let Some((x, width, wih_t)) = &step_x {
+                let parts = [(block(x, ti * b + b0, n, *width), wih_t), (h_cur.as_slice().expect("contiguous"), &whh_t)];
+                product(&parts, pre_rows, Start::Bias(pre_bias));
+            } else {
+                for row in pre_rows.chunks_exact_mut(gh) {
+                    for (v, &bias) in row.iter_mut().zip(pre_bias) {
+                        *v = bias + *v;
+                    }
                 }
             }
-            let (xw_in, hw_in, g_out): (&[F], &[F], &mut [F]) = if fused {
+            let (xw_in, hw_in, g_out): (&[F], &[F], &mut [F]) = if step_x.is_some() {
+                (&[], &[], pre_rows)
+            } else if fused {
                 whh_t.mul(h_cur.as_slice().expect("contiguous"), pre_rows, true);
                 (&[], &[], pre_rows)
             } else {

@@ -101,31 +101,77 @@ impl<F: Element> PackedRhs<F> {
         PackedRhs { k, n, repr }
     }
 
+    /// Whether `B` is held in panels for the AVX-512 kernel (else products use the general one).
+    pub(crate) fn is_packed(&self) -> bool {
+        matches!(self.repr, Repr::Panels(_))
+    }
+
     /// `c = a · B` (`accumulate == false`) or `c += a · B`, for row-major contiguous `a (m, k)` and
     /// `c (m, n)`.
     pub(crate) fn mul(&self, a: &[F], c: &mut [F], accumulate: bool) {
-        let (k, n) = (self.k, self.n);
-        let m = a.len().checked_div(k).unwrap_or(c.len() / n.max(1));
-        assert!(a.len() == m * k && c.len() == m * n, "packed product: a {} values, c {}, B ({k}, {n})", a.len(), c.len());
-        match &self.repr {
-            Repr::Panels(panels) => {
-                let (a, c) = (as_f32(a).expect("f32 panels"), as_f32_mut(c).expect("f32 panels"));
-                #[cfg(target_arch = "x86_64")]
-                // SAFETY: panels exist only when the CPU has AVX-512F (`has_kernel`); the shapes
-                // were checked above.
-                unsafe {
-                    x86::product(m, k, n, a, panels, c, accumulate)
-                }
-                #[cfg(not(target_arch = "x86_64"))]
-                unreachable!("panels are only built on x86_64 ({m}, {k}, {n}, {}, {}, {}, {accumulate})", a.len(), panels.len(), c.len())
+        product(&[(a, self)], c, if accumulate { Start::Accumulate } else { Start::Zero });
+    }
+}
+
+/// What a product adds its sum to.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Start<'a, F> {
+    /// Nothing: `c = Σ`.
+    Zero,
+    /// The old values: `c = c + Σ`.
+    Accumulate,
+    /// A bias row: `c[i, j] = bias[j] + Σ`.
+    Bias(&'a [F]),
+}
+
+/// `c = start + Σ_p a_p · B_p` over one or two parts (`a_p (m, k_p)` row-major contiguous, all
+/// `B_p` with the same `n`). Each output sums part by part, each in ascending `k` from zero, and
+/// adds the start last.
+pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], start: Start<'_, F>) {
+    assert!(!parts.is_empty() && parts.len() <= 2, "packed product: {} parts", parts.len());
+    let n = parts[0].1.n;
+    let m = c.len() / n.max(1);
+    for (a, b) in parts {
+        assert!(b.n == n && a.len() == m * b.k && c.len() == m * n, "packed product: a {} values, c {}, B ({}, {})", a.len(), c.len(), b.k, b.n);
+    }
+    if let Start::Bias(bias) = start {
+        assert_eq!(bias.len(), n, "packed product: bias length");
+    }
+    let panels: Vec<&[f32]> = parts.iter().filter_map(|(_, b)| if let Repr::Panels(p) = &b.repr { Some(p.as_slice()) } else { None }).collect();
+    if panels.len() == parts.len() && m > 0 && n > 0 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let mut a32 = [(&[][..], 0usize, &[][..]); 2];
+            for (slot, ((a, b), p)) in a32.iter_mut().zip(parts.iter().zip(&panels)) {
+                *slot = (as_f32(a).expect("f32 panels"), b.k, *p);
             }
-            Repr::Dense(bd) => {
-                let av = ArrayView2::from_shape((m, k), a).expect("(m, k)");
-                let mut cv = ArrayViewMut2::from_shape((m, n), c).expect("(m, n)");
-                let beta = if accumulate { F::one() } else { F::zero() };
-                gemm_serial(F::one(), &av, &bd.view(), beta, &mut cv);
-            }
+            let start32 = match start {
+                Start::Zero => x86::Start::Zero,
+                Start::Accumulate => x86::Start::Accumulate,
+                Start::Bias(bias) => x86::Start::Bias(as_f32(bias).expect("f32 panels").as_ptr()),
+            };
+            // SAFETY: panels exist only when the CPU has AVX-512F (`has_kernel`) and `F` is f32;
+            // the shapes were checked above.
+            unsafe { x86::product(m, n, &a32[..parts.len()], as_f32_mut(c).expect("f32 panels"), start32) };
+            return;
         }
+    }
+    // The general kernel, part by part.
+    for (i, (a, b)) in parts.iter().enumerate() {
+        let Repr::Dense(bd) = &b.repr else {
+            unreachable!("f32 panels are built for every part or for none")
+        };
+        let av = ArrayView2::from_shape((m, b.k), a).expect("(m, k)");
+        let mut cv = ArrayViewMut2::from_shape((m, n), &mut *c).expect("(m, n)");
+        let beta = match (i, start) {
+            (0, Start::Zero) => F::zero(),
+            (0, Start::Bias(bias)) => {
+                cv.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(bias).for_each(|(v, &bb)| *v = bb));
+                F::one()
+            }
+            _ => F::one(),
+        };
+        gemm_serial(F::one(), &av, &bd.view(), beta, &mut cv);
     }
 }
 
@@ -134,33 +180,35 @@ mod x86 {
     use super::{MR, NR};
     use std::arch::x86_64::*;
 
-    /// One `R × 64` tile: `c[r, 0..cols] (+)= Σ_kk a[r, kk] · panel[kk, ..]`.
+    /// What a tile adds its sum to (see [`super::Start`]); the bias points to `n` values.
+    #[derive(Clone, Copy)]
+    pub(super) enum Start {
+        Zero,
+        Accumulate,
+        Bias(*const f32),
+    }
+
+    /// One `R × 64` tile of panel `p`: `c[r, 0..cols] = start + Σ_parts Σ_kk a[r, kk] · panel[kk, ..]`.
     ///
     /// # Safety
-    /// AVX-512F; `a` has `R` rows of stride `lda` with `k` readable values each, `panel` has
-    /// `k · 64` values, and `c` has `R` rows of stride `ldc` with `cols <= 64` writable values each.
+    /// AVX-512F; each part's `a` has `R` rows of stride `k` (from the tile's first row), its panels
+    /// `ceil(n/64) · k · 64` values; `c` has `R` rows of stride `n` with `cols <= 64` writable
+    /// values each from column `p · 64`; a bias has `n` values.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn tile<const R: usize>(
-        k: usize,
-        a: *const f32,
-        lda: usize,
-        panel: *const f32,
-        c: *mut f32,
-        ldc: usize,
-        cols: usize,
-        accumulate: bool,
-    ) {
+    unsafe fn tile<const R: usize>(parts: &[(*const f32, usize, *const f32)], p: usize, c: *mut f32, n: usize, cols: usize, start: Start) {
         // SAFETY: every access is in bounds by the caller's promise; AVX-512F by the caller.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); 4]; R];
-            for kk in 0..k {
-                let p = panel.add(kk * NR);
-                let b = [_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)), _mm512_loadu_ps(p.add(32)), _mm512_loadu_ps(p.add(48))];
-                for (r, acc_r) in acc.iter_mut().enumerate() {
-                    let av = _mm512_set1_ps(*a.add(r * lda + kk));
-                    for (acc_v, &b_v) in acc_r.iter_mut().zip(&b) {
-                        *acc_v = _mm512_fmadd_ps(av, b_v, *acc_v);
+            for &(a, k, panels) in parts {
+                let panel = panels.add(p * k * NR);
+                for kk in 0..k {
+                    let q = panel.add(kk * NR);
+                    let b = [_mm512_loadu_ps(q), _mm512_loadu_ps(q.add(16)), _mm512_loadu_ps(q.add(32)), _mm512_loadu_ps(q.add(48))];
+                    for (r, acc_r) in acc.iter_mut().enumerate() {
+                        let av = _mm512_set1_ps(*a.add(r * k + kk));
+                        for (acc_v, &b_v) in acc_r.iter_mut().zip(&b) {
+                            *acc_v = _mm512_fmadd_ps(av, b_v, *acc_v);
+                        }
                     }
                 }
             }
@@ -171,39 +219,54 @@ mod x86 {
                         break;
                     }
                     let mask: __mmask16 = if rem == 16 { 0xffff } else { ((1u32 << rem) - 1) as u16 };
-                    let out = c.add(r * ldc + v * 16);
-                    let value = if accumulate { _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), acc_v) } else { acc_v };
+                    let out = c.add(r * n + p * NR + v * 16);
+                    let value = match start {
+                        Start::Zero => acc_v,
+                        Start::Accumulate => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), acc_v),
+                        Start::Bias(bias) => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, bias.add(p * NR + v * 16)), acc_v),
+                    };
                     _mm512_mask_storeu_ps(out, mask, value);
                 }
             }
         }
     }
 
-    /// `c (m, n) (+)= a (m, k) · B`, `B` as packed panels.
+    /// `c (m, n) = start + Σ_parts a (m, k) · B`, each `B` as packed panels.
     ///
     /// # Safety
-    /// AVX-512F; `a.len() == m·k`, `c.len() == m·n`, `panels.len() == ceil(n/64)·k·64`.
+    /// AVX-512F; per part `a.len() == m·k` and `panels.len() == ceil(n/64)·k·64`; `c.len() == m·n`;
+    /// a bias points to `n` values.
     #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn product(m: usize, k: usize, n: usize, a: &[f32], panels: &[f32], c: &mut [f32], accumulate: bool) {
+    pub(super) unsafe fn product(m: usize, n: usize, parts: &[(&[f32], usize, &[f32])], c: &mut [f32], start: Start) {
+        let mut ptrs = [(std::ptr::null::<f32>(), 0usize, std::ptr::null::<f32>()); 2];
+        for (slot, &(a, k, panels)) in ptrs.iter_mut().zip(parts) {
+            *slot = (a.as_ptr(), k, panels.as_ptr());
+        }
+        let ptrs = &ptrs[..parts.len()];
         for p in 0..n.div_ceil(NR) {
             let cols = (n - p * NR).min(NR);
-            // SAFETY: panel `p` and tiles of rows `r..r+R`, columns `p·64..p·64+cols` are in bounds
-            // (slice lengths promised by the caller); AVX-512F is enabled here.
-            unsafe {
-                let panel = panels.as_ptr().add(p * k * NR);
-                let mut r = 0;
-                while r < m {
-                    let (ap, cp) = (a.as_ptr().add(r * k), c.as_mut_ptr().add(r * n + p * NR));
-                    match (m - r).min(MR) {
-                        6 => tile::<6>(k, ap, k, panel, cp, n, cols, accumulate),
-                        5 => tile::<5>(k, ap, k, panel, cp, n, cols, accumulate),
-                        4 => tile::<4>(k, ap, k, panel, cp, n, cols, accumulate),
-                        3 => tile::<3>(k, ap, k, panel, cp, n, cols, accumulate),
-                        2 => tile::<2>(k, ap, k, panel, cp, n, cols, accumulate),
-                        _ => tile::<1>(k, ap, k, panel, cp, n, cols, accumulate),
-                    }
-                    r += MR;
+            let mut r = 0;
+            while r < m {
+                let mut rows = [(std::ptr::null::<f32>(), 0usize, std::ptr::null::<f32>()); 2];
+                for (slot, &(a, k, panels)) in rows.iter_mut().zip(ptrs) {
+                    // SAFETY: row `r < m` of a part with `m` rows.
+                    *slot = (unsafe { a.add(r * k) }, k, panels);
                 }
+                let rows = &rows[..ptrs.len()];
+                // SAFETY: rows `r..r+R` (R <= m - r) and panel `p` are in bounds by the caller's
+                // promise; AVX-512F is enabled here.
+                unsafe {
+                    let cp = c.as_mut_ptr().add(r * n);
+                    match (m - r).min(MR) {
+                        6 => tile::<6>(rows, p, cp, n, cols, start),
+                        5 => tile::<5>(rows, p, cp, n, cols, start),
+                        4 => tile::<4>(rows, p, cp, n, cols, start),
+                        3 => tile::<3>(rows, p, cp, n, cols, start),
+                        2 => tile::<2>(rows, p, cp, n, cols, start),
+                        _ => tile::<1>(rows, p, cp, n, cols, start),
+                    }
+                }
+                r += MR;
             }
         }
     }
@@ -255,6 +318,25 @@ mod tests {
         let exact = a.mapv(f64::from).dot(&b.mapv(f64::from)) + 0.5;
         for ((g, p), e) in general.iter().zip(&panels).zip(&exact) {
             assert!((f64::from(*g) - e).abs() < 1e-4 && (f64::from(*p) - e).abs() < 1e-4, "{g} {p} {e}");
+        }
+    }
+
+    #[test]
+    fn two_parts_and_a_bias_match_the_naive_sum() {
+        let (m, k1, k2, n) = (11, 19, 70, 100);
+        let int = |r: usize, c: usize, s: usize| ((r * 7 + c * s) % 9) as f32 - 4.0;
+        let a1 = Array2::from_shape_fn((m, k1), |(i, j)| int(i, j, 3));
+        let a2 = Array2::from_shape_fn((m, k2), |(i, j)| int(i, j, 5));
+        let b1 = Array2::from_shape_fn((k1, n), |(i, j)| int(i, j, 2));
+        let b2 = Array2::from_shape_fn((k2, n), |(i, j)| int(j, i, 4));
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 - 50.0).collect();
+        let want = a1.dot(&b1) + a2.dot(&b2) + ndarray::ArrayView1::from(&bias[..]);
+        for panels in [false, true] {
+            let (p1, p2) = (PackedRhs::build(b1.view(), panels), PackedRhs::build(b2.t().t(), panels));
+            let mut c = Array2::<f32>::from_elem((m, n), f32::NAN);
+            let parts = [(a1.as_slice().unwrap(), &p1), (a2.as_slice().unwrap(), &p2)];
+            product(&parts, c.as_slice_mut().unwrap(), Start::Bias(&bias));
+            assert_eq!(c, want, "panels: {panels}");
         }
     }
 
