@@ -78,5 +78,38 @@ fn train_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, recurrent, train_step);
+/// The machine's float32 fused-multiply-add peak on one thread: 12 independent chains of 16-lane
+/// FMAs (enough to cover the FMA latency on current x86 cores). Throughput is in FLOP (2 per lane
+/// and FMA), so criterion's "elem/s" reads as FLOP/s; it is the ceiling the GFLOP/s of the other
+/// benches (and of PyTorch) are measured against.
+fn fma_peak(c: &mut Criterion) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::*;
+        const ITERS: u64 = 1 << 20;
+        #[target_feature(enable = "avx512f")]
+        unsafe fn chains(a: f32, b: f32) -> f32 {
+            let (a, b) = (_mm512_set1_ps(a), _mm512_set1_ps(b));
+            let mut acc = [_mm512_set1_ps(1.0); 12];
+            for _ in 0..ITERS {
+                for v in acc.iter_mut() {
+                    *v = _mm512_fmadd_ps(*v, a, b);
+                }
+            }
+            acc.iter().map(|&v| _mm512_reduce_add_ps(v)).sum()
+        }
+        if std::arch::is_x86_feature_detected!("avx512f") {
+            let mut group = c.benchmark_group("machine");
+            group.sample_size(10).measurement_time(Duration::from_secs(2));
+            group.throughput(Throughput::Elements(ITERS * 12 * 16 * 2));
+            // SAFETY: the CPU has AVX-512F (checked above).
+            group.bench_function("fma_peak_avx512_1thread", |b| b.iter(|| black_box(unsafe { chains(black_box(1.000_000_1), black_box(-0.000_000_1)) })));
+            group.finish();
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = c;
+}
+
+criterion_group!(benches, recurrent, train_step, fma_peak);
 criterion_main!(benches);
