@@ -66,8 +66,11 @@ use crate::element::Element;
 use crate::error::{invalid, Error, Result};
 use crate::model::{LanguageModel, LanguageModelConfig};
 use crate::rng::{self, Rng};
+use crate::half_weights::HalfWeights;
+use half::f16;
 use rayon::prelude::*;
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 /// Stream tag of the per-sequence sampling generators: sequence `i` draws from
 /// `rng::stream(&[seeds[i], SAMPLE_STREAM])`.
@@ -103,6 +106,55 @@ pub struct SampleConfig {
     /// Token ids that are never generated (probability 0 after every other option; e.g. `<unk>`).
     /// The log-probabilities reported are still those of the raw model.
     pub banned_tokens: Vec<usize>,
+    /// How the weights every step streams are stored: see [`WeightFormat`] (default
+    /// [`WeightFormat::Auto`]: float16 only when that changes nothing).
+    pub weights: WeightFormat,
+}
+
+/// Storage of the weight matrices that every generated token reads (`weight_ih_l{k}`,
+/// `weight_hh_l{k}`, `linear.weight`); the arithmetic is float32 (or the model's float64) in every
+/// case. Batch-1 generation is memory-bound, so float16 storage — half the bytes — makes it faster.
+///
+/// The float16 copy is made on first use and cached in the model until its weights change (see
+/// [`LanguageModel`]); it costs two bytes per weight.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WeightFormat {
+    /// Float16 when every streamed weight of a float32 model is exactly representable in float16
+    /// (e.g. a model saved in float16, like the built-in one): each weight widens back to the very
+    /// same float32 value and the dot products run in the same order, so the results are
+    /// bit-identical to [`WeightFormat::F32`]. Otherwise (or for a float64 model) as `F32`.
+    #[default]
+    Auto,
+    /// The model's own weights, in its precision.
+    F32,
+    /// Float16 copies, rounded to nearest where not exact (lossy for ordinary float32 weights:
+    /// each weight changes by at most 2⁻¹¹ of its magnitude; logits typically by ~1e-3). Float32
+    /// models only; an error for weights beyond float16's range (±65504).
+    F16,
+}
+
+impl WeightFormat {
+    /// The name used by [`WeightFormat::from_str`](std::str::FromStr): `"auto"`, `"f32"` or `"f16"`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightFormat::Auto => "auto",
+            WeightFormat::F32 => "f32",
+            WeightFormat::F16 => "f16",
+        }
+    }
+}
+
+impl std::str::FromStr for WeightFormat {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "auto" => Ok(WeightFormat::Auto),
+            "f32" => Ok(WeightFormat::F32),
+            "f16" => Ok(WeightFormat::F16),
+            _ => Err(invalid("weights", "one of \"auto\", \"f32\", \"f16\"", format!("{s:?}"))),
+        }
+    }
 }
 
 impl Default for SampleConfig {
@@ -122,6 +174,7 @@ impl SampleConfig {
             repetition_penalty: 1.0,
             stop_tokens: Vec::new(),
             banned_tokens: Vec::new(),
+            weights: WeightFormat::Auto,
         }
     }
     /// Greedy decoding of `length` tokens (temperature 0).
@@ -156,6 +209,11 @@ impl SampleConfig {
     /// Set the tokens that are never generated.
     pub fn banned_tokens(mut self, ids: impl Into<Vec<usize>>) -> Self {
         self.banned_tokens = ids.into();
+        self
+    }
+    /// Set the storage of the streamed weights.
+    pub fn weights(mut self, w: WeightFormat) -> Self {
+        self.weights = w;
         self
     }
 
@@ -322,6 +380,20 @@ pub struct Sampler<F> {
     inputs: Vec<usize>,
     /// Global steps taken.
     step: usize,
+    /// The storage the last call resolved `config.weights` to (`F32` or `F16`).
+    used: WeightFormat,
+}
+
+/// The float16 copy a step with `format` reads from `model`, if any (see [`WeightFormat`]).
+fn half_for<F: Element>(model: &LanguageModel<F>, format: WeightFormat) -> Result<Option<Arc<HalfWeights>>> {
+    let float32 = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
+    match format {
+        WeightFormat::F32 => Ok(None),
+        WeightFormat::Auto if float32 => Ok(model.half_cache().exact(model)),
+        WeightFormat::Auto => Ok(None),
+        WeightFormat::F16 if float32 => model.half_cache().rounded(model).map(Some),
+        WeightFormat::F16 => Err(invalid("weights", "\"f16\" with a float32 model (\"auto\" or \"f32\" otherwise)", "a float64 model")),
+    }
 }
 
 impl<F: Element> Sampler<F> {
@@ -399,14 +471,20 @@ impl<F: Element> Sampler<F> {
                 }
             })
             .collect();
-        Ok(Sampler { config, policy, dims, stepper: Stepper::new(model, b), rows, inputs: vec![0; b], step: 0 })
+        let used = if half_for(model, config.weights)?.is_some() { WeightFormat::F16 } else { WeightFormat::F32 };
+        Ok(Sampler { config, policy, dims, stepper: Stepper::new(model, b), rows, inputs: vec![0; b], step: 0, used })
     }
 
     /// Advance until every unfinished sequence has generated `tokens` more tokens (or finished);
     /// sequences with shorter prefixes are ahead in a batch and may produce more. Chunking never
     /// changes the result: `advance(a)` then `advance(b)` generates what one long call does.
+    ///
+    /// The model's current weights are used: if they changed since the last call (a training step
+    /// in between), the next tokens come from the new weights — through a new float16 copy too.
     pub fn advance(&mut self, model: &LanguageModel<F>, tokens: usize) -> Result<()> {
         self.dims.check(model)?;
+        let half = half_for(model, self.config.weights)?;
+        self.used = if half.is_some() { WeightFormat::F16 } else { WeightFormat::F32 };
         let s = self.step;
         let steps = self
             .rows
@@ -419,7 +497,7 @@ impl<F: Element> Sampler<F> {
             if self.is_done() {
                 break;
             }
-            self.step_once(model)?;
+            self.step_once(model, half.as_deref())?;
         }
         Ok(())
     }
@@ -442,6 +520,13 @@ impl<F: Element> Sampler<F> {
     /// The options.
     pub fn config(&self) -> &SampleConfig {
         &self.config
+    }
+
+    /// The weight storage the last call used ([`WeightFormat::F32`] — the model's own weights —
+    /// or [`WeightFormat::F16`]), resolving [`WeightFormat::Auto`]; after [`Sampler::new`], the one
+    /// the first step will use.
+    pub fn weights_used(&self) -> WeightFormat {
+        self.used
     }
 
     /// New token ids of sequence `i` so far (panics if `i >= num_sequences()`).
@@ -469,7 +554,7 @@ impl<F: Element> Sampler<F> {
         self.rows.into_iter().map(|r| Sampled { ids: r.ids, logprobs: r.logprobs, stopped: r.stopped }).collect()
     }
 
-    fn step_once(&mut self, model: &LanguageModel<F>) -> Result<()> {
+    fn step_once(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>) -> Result<()> {
         let s = self.step;
         for (inp, r) in self.inputs.iter_mut().zip(&self.rows) {
             let p = r.prefix.len();
@@ -480,7 +565,7 @@ impl<F: Element> Sampler<F> {
                 r.ids.get(s - p).or(r.ids.last()).copied().unwrap_or(r.prefix[p - 1])
             };
         }
-        self.stepper.step(model, &self.inputs)?;
+        self.stepper.step(model, half, &self.inputs)?;
         let v = self.dims.vocab;
         let logits = &self.stepper.logits[..self.rows.len() * v];
         let policy = &self.policy;
@@ -750,7 +835,8 @@ fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
 /// `length` new tokens and return the best. Width 1 is greedy decoding. The greedy continuation is
 /// carried alongside the beam and returned if it scores higher, so the result is never less
 /// probable than greedy decoding's (plain beam search can lose the greedy path). Ties are broken by
-/// beam order, then larger logit, then smaller token id. Stop tokens are not used.
+/// beam order, then larger logit, then smaller token id. Stop tokens are not used. Weights are read
+/// as with [`WeightFormat::Auto`] (the same results as float32, faster when that is possible).
 pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width: usize, length: usize) -> Result<Beam> {
     let dims = Dims::of(model)?;
     let v = dims.vocab;
@@ -764,8 +850,10 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     // Rows 0..width: beams; row `width` (if width > 1): the greedy continuation.
     let rows = if width > 1 { width + 1 } else { 1 };
     let mut st = Stepper::new(model, rows);
+    let half = half_for(model, WeightFormat::Auto)?;
+    let half = half.as_deref();
     for &t in prefix {
-        st.step(model, &[t])?;
+        st.step(model, half, &[t])?;
     }
     st.broadcast_row0(rows, v);
     let mut scores = vec![0.0f64; width];
@@ -782,7 +870,7 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     let mut live = 1;
     for t in 0..length {
         if t > 0 {
-            st.step(model, &inputs)?;
+            st.step(model, half, &inputs)?;
         }
         cands.clear();
         for (b, &score) in scores[..live].iter().enumerate() {
@@ -889,7 +977,8 @@ impl<F: Element> Stepper<F> {
     }
 
     /// Feed `inputs[i]` to row `i` (rows `0..inputs.len()`): update the states, compute the logits.
-    fn step(&mut self, model: &LanguageModel<F>, inputs: &[usize]) -> Result<()> {
+    /// With `half` (made from `model`, float32 models only), the weight matrices are read from it.
+    fn step(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>, inputs: &[usize]) -> Result<()> {
         let b = inputs.len();
         debug_assert!(b <= self.rows);
         let cfg = model.config();
@@ -898,7 +987,10 @@ impl<F: Element> Stepper<F> {
         let lstm = cell.has_cell_state();
         for l in 0..cfg.num_layers {
             let p = model.rnn().dir_params(l, 0);
-            let (w_ih, w_hh) = (weights(&p.weight_ih)?, weights(&p.weight_hh)?);
+            let (w_ih, w_hh) = match half {
+                Some(h) => (Mat::F16(&h.ih[l]), Mat::F16(&h.hh[l])),
+                None => (Mat::F32(weights(&p.weight_ih)?), Mat::F32(weights(&p.weight_hh)?)),
+            };
             let (b_ih, b_hh) = (vector(&p.bias_ih)?, vector(&p.bias_hh)?);
             let xw = &mut self.xw[..b * gh];
             if l == 0 {
@@ -913,8 +1005,8 @@ impl<F: Element> Stepper<F> {
                         affine(x, ew, w_ih, b_ih, xw, &mut self.tmp);
                     }
                     None => {
-                        // One-hot input: the projection is a column of W_ih.
-                        let vi = p.weight_ih.ncols();
+                        // One-hot input: the projection is a column of W_ih (never packed).
+                        let (vi, w_ih) = (p.weight_ih.ncols(), weights(&p.weight_ih)?);
                         for (row, &id) in xw.chunks_exact_mut(gh).zip(inputs) {
                             for (j, o) in row.iter_mut().enumerate() {
                                 *o = b_ih[j] + w_ih[j * vi + id];
@@ -951,7 +1043,11 @@ impl<F: Element> Stepper<F> {
         }
         let lin = model.linear();
         let top = &self.h[cfg.num_layers - 1][..b * hs];
-        affine(top, hs, weights(&lin.weight)?, vector(&lin.bias)?, &mut self.logits[..b * cfg.vocab_size], &mut self.tmp);
+        let w = match half {
+            Some(h) => Mat::F16(&h.linear),
+            None => Mat::F32(weights(&lin.weight)?),
+        };
+        affine(top, hs, w, vector(&lin.bias)?, &mut self.logits[..b * cfg.vocab_size], &mut self.tmp);
         Ok(())
     }
 
@@ -1010,18 +1106,30 @@ const LANES: usize = 8;
 /// Weight rows per block: a block stays in cache while every group of input rows passes over it.
 const ROW_BLOCK: usize = 32;
 
+/// A weight matrix `(n, k)`, row-major: the model's own, or its float16 copy.
+#[derive(Clone, Copy)]
+enum Mat<'a, F> {
+    F32(&'a [F]),
+    F16(&'a [f16]),
+}
+
 /// `out (b, n) = x (b, k) · wᵀ + bias` for `w: (n, k)` row-major; `tmp` holds at least `b · n`
 /// values when `b > 1`. Threads split the `n` outputs; results do not depend on `b` or threads.
-fn affine<F: Element>(x: &[F], k: usize, w: &[F], bias: &[F], out: &mut [F], tmp: &mut [F]) {
+/// Float16 weights need `F = f32` (the sampler only makes them for float32 models).
+fn affine<F: Element>(x: &[F], k: usize, w: Mat<'_, F>, bias: &[F], out: &mut [F], tmp: &mut [F]) {
     if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
         // SAFETY: `F` is `f32` (checked above), so the slices can be viewed as `f32`.
         unsafe {
             let cast = |s: &[F]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
             let o = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len());
-            crate::step_kernel::affine_f32(cast(x), k, cast(w), cast(bias), o);
+            match w {
+                Mat::F32(w) => crate::step_kernel::affine_f32(cast(x), k, cast(w), cast(bias), o),
+                Mat::F16(w) => crate::step_kernel::affine_f16(cast(x), k, w, cast(bias), o),
+            }
         }
         return;
     }
+    let Mat::F32(w) = w else { unreachable!("float16 weights are only made for float32 models") };
     let n = bias.len();
     let b = x.len() / k;
     debug_assert!(w.len() == n * k && out.len() == b * n);
@@ -1171,13 +1279,13 @@ mod tests {
             let bias: Vec<f64> = (0..n).map(|_| rng::uniform(&mut r) - 0.5).collect();
             let mut out = vec![0.0; b * n];
             let mut tmp = vec![0.0; b * n];
-            affine(&x, k, &w, &bias, &mut out, &mut tmp);
+            affine(&x, k, Mat::F32(&w), &bias, &mut out, &mut tmp);
             for (a, e) in out.iter().zip(naive(&x, k, &w, &bias)) {
                 assert!((a - e).abs() < 1e-12, "{a} vs {e}");
             }
             for i in 0..b {
                 let mut one = vec![0.0; n];
-                affine(&x[i * k..(i + 1) * k], k, &w, &bias, &mut one, &mut []);
+                affine(&x[i * k..(i + 1) * k], k, Mat::F32(&w), &bias, &mut one, &mut []);
                 assert_eq!(&out[i * n..(i + 1) * n], &one[..], "row {i} of {b}");
             }
         }
