@@ -342,6 +342,8 @@ struct Row<F> {
     work: Vec<f64>,
     /// `(V,)` scratch in the model's precision (for the vectorised exp).
     scratch: Vec<F>,
+    /// `(V,)` running sums of `work` (see [`exp_weights`]).
+    cum: Vec<f64>,
     /// `(V,)` token order for top-k/top-p (else empty).
     order: Vec<usize>,
     /// `(RADIX,)` nucleus histogram for top-p without top-k (else empty).
@@ -463,6 +465,7 @@ impl<F: Element> Sampler<F> {
                     seen_list,
                     work: vec![0.0; v],
                     scratch: vec![F::zero(); v],
+                    cum: vec![0.0; v],
                     order: if needs_order { vec![0; v] } else { Vec::new() },
                     sums: if needs_order && top_k.is_none() { vec![0.0; RADIX] } else { Vec::new() },
                     done: config.length == 0,
@@ -597,29 +600,33 @@ const OVERFLOW: f64 = 1e30;
 const TINY: f64 = 1e-30;
 
 /// `w = exp(e - max(e))` (as f64, [`TINY`] ones zeroed) through `F::exp_inplace` (vectorised for
-/// f32); `e` holds the scores on entry and is scratch after. Returns `(max, Σ w)`; NaN or +inf
-/// scores make the sum NaN.
+/// f32), and `cum[i] = w[0] + … + w[i]` summed in that order; `e` holds the scores on entry and is
+/// scratch after. Returns `(max, Σ w)` (`Σ w = cum[V - 1]`); NaN or +inf scores make it NaN.
 #[inline]
-fn exp_weights<F: Element>(e: &mut [F], w: &mut [f64]) -> (f64, f64) {
+fn exp_weights<F: Element>(e: &mut [F], w: &mut [f64], cum: &mut [f64]) -> (f64, f64) {
     let m = e.iter().fold(F::neg_infinity(), |a, &x| a.max(x));
     for x in e.iter_mut() {
         *x -= m;
     }
     F::exp_inplace(e);
-    let mut s = 0.0;
     for (wi, &x) in w.iter_mut().zip(e.iter()) {
         let x = x.to_f64();
         *wi = if x < TINY { 0.0 } else { x };
-        s += *wi;
+    }
+    let mut s = 0.0;
+    for (c, &wi) in cum.iter_mut().zip(w.iter()) {
+        s += wi;
+        *c = s;
     }
     (m.to_f64(), s)
 }
 
-/// `log Σ exp(l)` of raw logits, leaving `w = exp(l - max)`; `e` is scratch.
+/// `log Σ exp(l)` of raw logits, leaving `w = exp(l - max)` and its running sums `cum`; `e` is
+/// scratch.
 #[inline]
-fn log_sum_exp<F: Element>(logits: &[F], e: &mut [F], w: &mut [f64]) -> f64 {
+fn log_sum_exp<F: Element>(logits: &[F], e: &mut [F], w: &mut [f64], cum: &mut [f64]) -> f64 {
     e.copy_from_slice(logits);
-    let (m, s) = exp_weights(e, w);
+    let (m, s) = exp_weights(e, w, cum);
     m + s.ln()
 }
 
@@ -753,11 +760,23 @@ fn draw(ids: impl Iterator<Item = usize> + Clone, w: &[f64], u: f64) -> usize {
     last.unwrap_or(0)
 }
 
+/// [`draw`] over all ids `0..V` in order, from the running sums `cum` of `w` ([`exp_weights`]):
+/// they are the very sums `draw` forms, so a binary search finds the same id without re-adding.
+fn draw_all(w: &[f64], cum: &[f64], u: f64) -> usize {
+    let Some(&total) = cum.last() else { return 0 };
+    let target = u * total;
+    // Running sums of non-negative weights never decrease: the first id whose sum exceeds `target`.
+    let t = cum.partition_point(|&c| c <= target);
+    if t < cum.len() {
+        return t;
+    }
+    w.iter().rposition(|&x| x > 0.0).unwrap_or(0)
+}
+
 /// Pick the next token of `row` from its logits and record it.
 fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
-    let v = logits.len();
     // `work` = exp(l - max): the sampling weights when nothing modifies the distribution.
-    let lse = log_sum_exp(logits, &mut row.scratch, &mut row.work);
+    let lse = log_sum_exp(logits, &mut row.scratch, &mut row.work, &mut row.cum);
     if !lse.is_finite() {
         row.nonfinite = true;
         row.done = true;
@@ -793,12 +812,12 @@ fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
             for (e, &x) in row.scratch.iter_mut().zip(&row.work) {
                 *e = F::from_f64(x / p.temperature);
             }
-            exp_weights(&mut row.scratch, &mut row.work);
+            exp_weights(&mut row.scratch, &mut row.work, &mut row.cum);
         }
         let u = rng::uniform(&mut row.rng);
         let w = &row.work;
         if p.top_k.is_none() && p.top_p.is_none() {
-            break 'pick draw(0..v, w, u);
+            break 'pick draw_all(w, &row.cum, u);
         }
         let order = &mut row.order;
         match (p.top_k, p.top_p) {
@@ -866,7 +885,7 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     let mut cands: Vec<(f64, usize, usize, usize, f64)> = Vec::with_capacity(width * width);
     let mut parents = vec![0usize; width];
     let mut inputs = vec![0usize; rows];
-    let (mut scratch, mut escratch) = (vec![0.0f64; v], vec![F::zero(); v]);
+    let (mut scratch, mut escratch, mut cum) = (vec![0.0f64; v], vec![F::zero(); v], vec![0.0f64; v]);
     let mut live = 1;
     for t in 0..length {
         if t > 0 {
@@ -875,7 +894,7 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
         cands.clear();
         for (b, &score) in scores[..live].iter().enumerate() {
             let lg = &st.logits[b * v..(b + 1) * v];
-            let lse = log_sum_exp(lg, &mut escratch, &mut scratch);
+            let lse = log_sum_exp(lg, &mut escratch, &mut scratch, &mut cum);
             if !lse.is_finite() {
                 return Err(Error::NonFinite(format!("beam search: a NaN or infinite logit at step {t}")));
             }
@@ -912,7 +931,7 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
         live = new_live;
         if rows > width {
             let lg = &st.logits[width * v..(width + 1) * v];
-            let lse = log_sum_exp(lg, &mut escratch, &mut scratch);
+            let lse = log_sum_exp(lg, &mut escratch, &mut scratch, &mut cum);
             let mut best = 0;
             for (i, &x) in lg.iter().enumerate() {
                 if x > lg[best] {
@@ -952,7 +971,14 @@ struct Stepper<F> {
     tmp: Vec<F>,
     /// `(rows, V)` logits of the last step.
     logits: Vec<F>,
+    /// Weights read per step (every streamed matrix once).
+    streamed: usize,
 }
+
+/// Split even few-row products over threads when a step streams at least this many bytes of
+/// weights: they no longer stay in cache, and two cores fetch them faster than one. Below it a
+/// second thread costs more to wake than it saves (see `step_kernel::affine_f32`).
+const SPLIT_STREAMED_BYTES: usize = 16 << 20;
 
 impl<F: Element> Stepper<F> {
     fn new(model: &LanguageModel<F>, rows: usize) -> Self {
@@ -973,6 +999,14 @@ impl<F: Element> Stepper<F> {
             gates: vec![F::zero(); rows * gh],
             tmp: vec![F::zero(); if rows > 1 { rows * gh.max(c.vocab_size) } else { 0 }],
             logits: vec![F::zero(); rows * c.vocab_size],
+            streamed: (0..l)
+                .map(|k| {
+                    let p = model.rnn().dir_params(k, 0);
+                    let ih = if k == 0 && c.embed_size.is_none() { 0 } else { p.weight_ih.len() };
+                    ih + p.weight_hh.len()
+                })
+                .sum::<usize>()
+                + model.linear().weight.len(),
         }
     }
 
@@ -985,6 +1019,8 @@ impl<F: Element> Stepper<F> {
         let (hs, cell) = (cfg.hidden_size, cfg.cell);
         let gh = cell.gates() * hs;
         let lstm = cell.has_cell_state();
+        let bytes = if half.is_some() { 2 } else { std::mem::size_of::<F>() };
+        let split = self.streamed * bytes >= SPLIT_STREAMED_BYTES;
         for l in 0..cfg.num_layers {
             let p = model.rnn().dir_params(l, 0);
             let (w_ih, w_hh) = match half {
@@ -1002,7 +1038,7 @@ impl<F: Element> Stepper<F> {
                         for (xr, &id) in x.chunks_exact_mut(ew).zip(inputs) {
                             xr.copy_from_slice(&table[id * ew..(id + 1) * ew]);
                         }
-                        affine(x, ew, w_ih, b_ih, xw, &mut self.tmp);
+                        affine(x, ew, w_ih, b_ih, xw, &mut self.tmp, split);
                     }
                     None => {
                         // One-hot input: the projection is a column of W_ih (never packed).
@@ -1015,10 +1051,10 @@ impl<F: Element> Stepper<F> {
                     }
                 }
             } else {
-                affine(&self.h[l - 1][..b * hs], hs, w_ih, b_ih, xw, &mut self.tmp);
+                affine(&self.h[l - 1][..b * hs], hs, w_ih, b_ih, xw, &mut self.tmp, split);
             }
             let hw = &mut self.hw[..b * gh];
-            affine(&self.h[l][..b * hs], hs, w_hh, b_hh, hw, &mut self.tmp);
+            affine(&self.h[l][..b * hs], hs, w_hh, b_hh, hw, &mut self.tmp, split);
             let c_prev: &[F] = if lstm { &self.c[l][..b * hs] } else { &[] };
             let c_new: &mut [F] = if lstm { &mut self.c_new[..b * hs] } else { &mut [] };
             let s = cell::Fwd {
@@ -1047,7 +1083,7 @@ impl<F: Element> Stepper<F> {
             Some(h) => Mat::F16(&h.linear),
             None => Mat::F32(weights(&lin.weight)?),
         };
-        affine(top, hs, w, vector(&lin.bias)?, &mut self.logits[..b * cfg.vocab_size], &mut self.tmp);
+        affine(top, hs, w, vector(&lin.bias)?, &mut self.logits[..b * cfg.vocab_size], &mut self.tmp, split);
         Ok(())
     }
 
@@ -1116,15 +1152,16 @@ enum Mat<'a, F> {
 /// `out (b, n) = x (b, k) · wᵀ + bias` for `w: (n, k)` row-major; `tmp` holds at least `b · n`
 /// values when `b > 1`. Threads split the `n` outputs; results do not depend on `b` or threads.
 /// Float16 weights need `F = f32` (the sampler only makes them for float32 models).
-fn affine<F: Element>(x: &[F], k: usize, w: Mat<'_, F>, bias: &[F], out: &mut [F], tmp: &mut [F]) {
+/// `split_few_rows`: as for `step_kernel::affine_f32` (float32 only).
+fn affine<F: Element>(x: &[F], k: usize, w: Mat<'_, F>, bias: &[F], out: &mut [F], tmp: &mut [F], split_few_rows: bool) {
     if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
         // SAFETY: `F` is `f32` (checked above), so the slices can be viewed as `f32`.
         unsafe {
             let cast = |s: &[F]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
             let o = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len());
             match w {
-                Mat::F32(w) => crate::step_kernel::affine_f32(cast(x), k, cast(w), cast(bias), o),
-                Mat::F16(w) => crate::step_kernel::affine_f16(cast(x), k, w, cast(bias), o),
+                Mat::F32(w) => crate::step_kernel::affine_f32(cast(x), k, cast(w), cast(bias), o, split_few_rows),
+                Mat::F16(w) => crate::step_kernel::affine_f16(cast(x), k, w, cast(bias), o, split_few_rows),
             }
         }
         return;
@@ -1279,13 +1316,13 @@ mod tests {
             let bias: Vec<f64> = (0..n).map(|_| rng::uniform(&mut r) - 0.5).collect();
             let mut out = vec![0.0; b * n];
             let mut tmp = vec![0.0; b * n];
-            affine(&x, k, Mat::F32(&w), &bias, &mut out, &mut tmp);
+            affine(&x, k, Mat::F32(&w), &bias, &mut out, &mut tmp, true);
             for (a, e) in out.iter().zip(naive(&x, k, &w, &bias)) {
                 assert!((a - e).abs() < 1e-12, "{a} vs {e}");
             }
             for i in 0..b {
                 let mut one = vec![0.0; n];
-                affine(&x[i * k..(i + 1) * k], k, Mat::F32(&w), &bias, &mut one, &mut []);
+                affine(&x[i * k..(i + 1) * k], k, Mat::F32(&w), &bias, &mut one, &mut [], true);
                 assert_eq!(&out[i * n..(i + 1) * n], &one[..], "row {i} of {b}");
             }
         }
