@@ -18,7 +18,7 @@
 use crate::element::Element;
 use crate::error::{invalid, Result};
 use crate::model::LanguageModel;
-use half::f16;
+use half::{f16, slice::HalfFloatSliceExt};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// The float16 weights of one model, in the same row-major `(out, in)` layout as the originals.
@@ -111,23 +111,47 @@ impl HalfCache {
 /// does not convert exactly. `lossy`: round to nearest even, clearing `exact` if any value changes;
 /// `Err` for a (finite) value beyond float16's range.
 fn convert<F: Element>(src: &ndarray::Array2<F>, lossy: bool, exact: &mut bool) -> Result<Option<Vec<f16>>> {
-    let mut out = Vec::with_capacity(src.len());
-    for &x in src {
+    let range_error = |x: f64| invalid("weights \"f16\"", "weights within float16's range (±65504)", x);
+    let mut out = vec![f16::ZERO; src.len()];
+    if let (true, Some(s)) = (std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(), src.as_slice()) {
+        // SAFETY: `F` is `f32` (checked just above).
+        let s = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) };
+        // Vectorised both ways (F16C where available); exact iff widening back gives the same bits.
+        let mut back = [0f32; CHUNK];
+        for (o, x) in out.chunks_mut(CHUNK).zip(s.chunks(CHUNK)) {
+            o.convert_from_f32_slice(x);
+            let back = &mut back[..x.len()];
+            o.convert_to_f32_slice(back);
+            if back.iter().zip(x).any(|(b, x)| b.to_bits() != x.to_bits()) {
+                if !lossy {
+                    return Ok(None);
+                }
+                *exact = false;
+                if let Some((_, &x)) = back.iter().zip(x).find(|(b, _)| b.is_infinite()) {
+                    return Err(range_error(x as f64));
+                }
+            }
+        }
+        return Ok(Some(out));
+    }
+    for (o, &x) in out.iter_mut().zip(src) {
         let x = x.to_f64();
-        let h = f16::from_f64(x);
-        if h.to_f64() != x {
+        *o = f16::from_f64(x);
+        if o.to_f64() != x {
             if !lossy {
                 return Ok(None);
             }
             *exact = false;
-            if h.is_infinite() {
-                return Err(invalid("weights \"f16\"", "weights within float16's range (±65504)", x));
+            if o.is_infinite() {
+                return Err(range_error(x));
             }
         }
-        out.push(h);
     }
     Ok(Some(out))
 }
+
+/// Values converted per block (the widened copy lives on the stack).
+const CHUNK: usize = 1024;
 
 fn pack<F: Element>(model: &LanguageModel<F>, lossy: bool) -> Result<Option<HalfWeights>> {
     let mut exact = true;
