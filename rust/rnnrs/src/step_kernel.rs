@@ -28,8 +28,8 @@ const L: usize = 16;
 /// Input rows × weight rows per register block.
 const R: usize = 4;
 const C: usize = 4;
-/// Products with at least this many multiply-adds are split over threads (by output columns) —
-/// with fewer than [`R`] input rows only when the caller says so (see [`affine_f32`]).
+/// Products with at least this many multiply-adds are split over threads (by output columns), as
+/// the caller allows ([`Split`]).
 const PARALLEL_MIN_WORK: usize = 1 << 19;
 
 /// Sixteen float32 lanes: the operations the kernel needs, for each build.
@@ -481,30 +481,44 @@ fn kernel<W: Weight>() -> Kernel<W> {
     portable::<W>
 }
 
+/// Which products [`affine_f32`] splits over the rayon threads (by output columns), among those
+/// with enough work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// None (the caller already runs on one of several threads).
+    Never,
+    /// Products of at least 4 rows (compute-bound). Waking a second thread costs ~10 µs per
+    /// product, more than it saves on a few-row product while the weights stream from cache
+    /// (measured on a 2-core Zen 5, batch 1: one thread is faster for 8–12 MB of weights per step).
+    Batches,
+    /// Every product (batch 1 with weights beyond the cache: two threads are faster for 23 MB).
+    Always,
+}
+
 /// `out (b, n) = x (b, k) · wᵀ + bias`, `w (n, k)` row-major; bit-identical per row for any `b`,
 /// any number of threads and any of the CPU-specific builds.
-///
-/// Large products are split over the rayon threads. With fewer than 4 rows (memory-bound) they are
-/// split only if `split_few_rows`: waking a second thread costs ~10 µs per product, more than it
-/// saves while the weights stream from cache (measured on a 2-core Zen 5, batch 1: one thread is
-/// faster for 8–12 MB of weights per step, two are faster for 23 MB).
-pub(crate) fn affine_f32(x: &[f32], k: usize, w: &[f32], bias: &[f32], out: &mut [f32], split_few_rows: bool) {
-    affine_with(kernel(), x, k, w, bias, out, split_few_rows)
+pub(crate) fn affine_f32(x: &[f32], k: usize, w: &[f32], bias: &[f32], out: &mut [f32], split: Split) {
+    affine_with(kernel(), x, k, w, bias, out, split)
 }
 
 /// [`affine_f32`] with float16 weights (widened exactly): the same bits as `affine_f32` on the
 /// float32 values of `w`.
-pub(crate) fn affine_f16(x: &[f32], k: usize, w: &[f16], bias: &[f32], out: &mut [f32], split_few_rows: bool) {
-    affine_with(kernel(), x, k, w, bias, out, split_few_rows)
+pub(crate) fn affine_f16(x: &[f32], k: usize, w: &[f16], bias: &[f32], out: &mut [f32], split: Split) {
+    affine_with(kernel(), x, k, w, bias, out, split)
 }
 
-fn affine_with<W: Weight>(kern: Kernel<W>, x: &[f32], k: usize, w: &[W], bias: &[f32], out: &mut [f32], split_few_rows: bool) {
+fn affine_with<W: Weight>(kern: Kernel<W>, x: &[f32], k: usize, w: &[W], bias: &[f32], out: &mut [f32], split: Split) {
     let n = bias.len();
     let b = x.len() / k;
     assert!(w.len() == n * k && out.len() == b * n && x.len() == b * k, "affine: shapes");
     let o = Out(out.as_mut_ptr());
     let threads = rayon::current_num_threads();
-    if threads > 1 && b * n * k >= PARALLEL_MIN_WORK && (b >= R || split_few_rows) {
+    let split = match split {
+        Split::Never => false,
+        Split::Batches => b >= R,
+        Split::Always => true,
+    };
+    if threads > 1 && b * n * k >= PARALLEL_MIN_WORK && split {
         let chunk = n.div_ceil(threads).next_multiple_of(J).min(n);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| kern(x, k, w, bias, n, c * chunk, ((c + 1) * chunk).min(n), &o));
     } else {
@@ -559,12 +573,12 @@ mod tests {
                 .collect();
             for &kern in &builds {
                 let mut out = vec![0f32; b * n];
-                affine_with(kern, &x, k, &w, &bias, &mut out, true);
+                affine_with(kern, &x, k, &w, &bias, &mut out, Split::Always);
                 assert!(out.iter().map(|v| v.to_bits()).eq(want.iter().copied()), "{b}x{k}x{n}");
                 // Each row alone gives the same bits as in the batch.
                 for i in 0..b {
                     let mut one = vec![0f32; n];
-                    affine_with(kern, &x[i * k..(i + 1) * k], k, &w, &bias, &mut one, true);
+                    affine_with(kern, &x[i * k..(i + 1) * k], k, &w, &bias, &mut one, Split::Always);
                     assert!(one.iter().map(|v| v.to_bits()).eq(want[i * n..(i + 1) * n].iter().copied()));
                 }
             }
@@ -600,11 +614,11 @@ mod tests {
             let bias: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
             let bits = |o: &[f32]| o.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
             let mut want = vec![0f32; b * n];
-            affine_with::<f32>(portable, &x, k, &w32, &bias, &mut want, false);
+            affine_with::<f32>(portable, &x, k, &w32, &bias, &mut want, Split::Never);
             for &(k32, k16) in &builds {
                 let (mut o32, mut o16) = (vec![0f32; b * n], vec![0f32; b * n]);
-                affine_with(k32, &x, k, &w32, &bias, &mut o32, true);
-                affine_with(k16, &x, k, &w16, &bias, &mut o16, true);
+                affine_with(k32, &x, k, &w32, &bias, &mut o32, Split::Always);
+                affine_with(k16, &x, k, &w16, &bias, &mut o16, Split::Always);
                 assert_eq!(bits(&o32), bits(&want), "{b}x{k}x{n}");
                 assert_eq!(bits(&o16), bits(&want), "{b}x{k}x{n}");
             }
@@ -621,7 +635,7 @@ mod tests {
             let run = |t: usize| {
                 let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
                 let mut out = vec![0f32; b * n];
-                pool.install(|| affine_f32(&x, k, &w, &bias, &mut out, true));
+                pool.install(|| affine_f32(&x, k, &w, &bias, &mut out, Split::Always));
                 out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
             };
             let one = run(1);
@@ -639,7 +653,7 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
         let bias: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r) as f32).collect();
         let mut out = vec![0f32; b * n];
-        affine_f32(&x, k, &w, &bias, &mut out, false);
+        affine_f32(&x, k, &w, &bias, &mut out, Split::Never);
         for i in 0..b {
             for j in 0..n {
                 let e: f64 = bias[j] as f64 + (0..k).map(|q| x[i * k + q] as f64 * w[j * k + q] as f64).sum::<f64>();

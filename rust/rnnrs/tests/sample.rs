@@ -216,6 +216,18 @@ fn results_do_not_depend_on_the_number_of_threads() {
     for t in [2, 3] {
         assert_eq!(run(t), base, "{t} threads");
     }
+    // 24 sequences: stepped in independent groups of rows, one per thread, on 2 and 3 threads.
+    let many: Vec<Vec<usize>> = (0..24).map(|i| vec![i % 7 + 1; i % 5 + 1]).collect();
+    let many_seeds: Vec<u64> = (0..24).collect();
+    let batch = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| sample(&m, &many, &many_seeds, &cfg).unwrap())
+    };
+    let base = batch(1);
+    assert_eq!(base[5], sample(&m, &many[5..6], &many_seeds[5..6], &cfg).unwrap()[0]);
+    for t in [2, 3] {
+        assert_eq!(batch(t), base, "24 sequences, {t} threads");
+    }
     let half = |threads: usize| {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         pool.install(|| sample(&m, &prefixes, &seeds, &cfg.clone().weights(WeightFormat::F16)).unwrap())
