@@ -161,12 +161,20 @@ def gen_setup(hidden):
     return model, sd
 
 
-def gen_rnnrs(model, length):
-    return lambda: model.sample([1], length=length, temperature=1.0, seed=0)
+def gen_rnnrs(model, length, weights="f32"):
+    return lambda: model.sample([1], length=length, temperature=1.0, seed=0, weights=weights)
 
 
-def gen_rnnrs_batch(model, length, batch):
-    return lambda: model.sample_many([[1 + i] for i in range(batch)], length=length, temperature=1.0, seed=0)
+def gen_rnnrs_batch(model, length, batch, weights="f32"):
+    return lambda: model.sample_many([[1 + i] for i in range(batch)], length=length, temperature=1.0, seed=0,
+                                     weights=weights)
+
+
+#: Generation rows: rnnrs / rnnrs_b32 stream the float32 weights (weights="f32"); rnnrs_f16 /
+#: rnnrs_b32_f16 stream float16 copies of them (weights="f16": lossy for these random float32
+#: weights, float32 arithmetic). PyTorch and NumPy use the float32 weights.
+GEN_LEGEND = ("rnnrs: float32 weights; rnnrs_f16: float16 weight storage (weights='f16'), float32 arithmetic; "
+              "b32: 32 sequences at once (ms per token of one sequence)")
 
 
 def gen_torch(sd, hidden, length):
@@ -228,32 +236,38 @@ def gen_numpy(sd, hidden, length):
 
 def generation():
     length = 500
+    legend_shown = False
     for hidden in (256, 512):
         name = f"G{hidden}"
         if not re.fullmatch(ARGS.config, name):
             continue
         model, sd = gen_setup(hidden)
-        fns = {"rnnrs": gen_rnnrs(model, length)}
+        fns = {"rnnrs": gen_rnnrs(model, length), "rnnrs_f16": gen_rnnrs(model, length, "f16")}
         if torch is not None:
             fns["torch"] = gen_torch(sd, hidden, length)
         if not ARGS.no_numpy:
             fns["numpy"] = gen_numpy(sd, hidden, length)
         batch = 32
         fns["rnnrs_b32"] = gen_rnnrs_batch(model, length, batch)
+        fns["rnnrs_b32_f16"] = gen_rnnrs_batch(model, length, batch, "f16")
         times = {lib: [] for lib in fns}
         for _ in range(ARGS.rounds):
             for lib, fn in fns.items():
                 times[lib] += median_ms(fn, 2)
-        med = {lib: statistics.median(t) / (length * (batch if lib == "rnnrs_b32" else 1)) for lib, t in times.items()}
+        med = {lib: statistics.median(t) / (length * (batch if "_b32" in lib else 1)) for lib, t in times.items()}
         row = {"config": name, "mode": "gen", "threads": ARGS.threads, **{k: v for k, v in med.items()},
                "unit": "ms/token"}
         if ARGS.json:
             print(json.dumps(row), flush=True)
             continue
         libs = " | ".join(f"{k} {v:.3f}" for k, v in med.items())
-        ratio = f"  torch/rnnrs {med['torch'] / med['rnnrs']:.1f}x" if "torch" in med else ""
-        print(f"{name:6} gen     ms/token: {libs}{ratio}  batch-32 speed-up {med['rnnrs'] / med['rnnrs_b32']:.1f}x",
-              flush=True)
+        ratio = (f"  torch/rnnrs {med['torch'] / med['rnnrs']:.1f}x, torch/rnnrs_f16 {med['torch'] / med['rnnrs_f16']:.1f}x"
+                 if "torch" in med else "")
+        print(f"{name:6} gen     ms/token: {libs}{ratio}  batch-32 speed-up {med['rnnrs'] / med['rnnrs_b32']:.1f}x"
+              f" (f16 {med['rnnrs_f16'] / med['rnnrs_b32_f16']:.1f}x)", flush=True)
+        if not legend_shown:
+            print(f"       ({GEN_LEGEND})", flush=True)
+            legend_shown = True
 
 
 def report(row):

@@ -232,7 +232,8 @@ def test_results_do_not_depend_on_the_number_of_threads(tmp_path):
             "m = rnnrs.LanguageModel(2100, 32, 64, 2, seed=1)\n"
             "out = m.sample_many([[1, 2], [3], [4, 5, 6], [7, 8, 9, 10]] * 2, length=12, top_p=0.9, seed=5)\n"
             "b = m.beam_search([1, 2], 6, 3)[0]\n"
-            "print([a.tolist() for a in out], b.tolist())\n")
+            "h = m.sample_many([[1, 2], [3]], length=12, top_p=0.9, seed=5, weights='f16', return_logprobs=True)\n"
+            "print([a.tolist() for a in out], b.tolist(), [(i.tolist(), l.tolist()) for i, l in h])\n")
     outs = []
     for threads in ("1", "2"):
         env = dict(os.environ, RAYON_NUM_THREADS=threads)
@@ -287,6 +288,9 @@ BAD = [
     (dict(prefix_ids=[[1, 2]]), ValueError, "expected a 1-D array"),
     (dict(prefix_ids=[1.5]), TypeError, "integer token ids"),
     (dict(prefix_ids="明月"), TypeError, "encode text with a tokenizer"),
+    (dict(weights="bf16"), ValueError, 'weights: expected one of "auto", "f32", "f16", got \'bf16\''),
+    (dict(weights=16), TypeError, "weights: expected one of"),
+    (dict(weights=None), TypeError, "weights"),
 ]
 
 
@@ -576,3 +580,108 @@ def test_cli_ban_options(model_dir, capsys):
     assert rc == 0 and "明" not in out[2:] and "月" not in out[2:]
     rc, out, _ = cli(["--model", model_dir, "--prefix", "明月", "--length", "5", "--no-ban"], capsys)
     assert rc == 0 and out.startswith("明月")
+
+
+# ========================================================================== float16 weight storage
+#: Log-probabilities with weights="f16" (float32 weights rounded to float16) vs float32's.
+F16_LOGPROB_TOL = 1e-2
+
+
+def rounded_to_f16(model: LanguageModel) -> LanguageModel:
+    """``model`` with every weight rounded to float16 (exactly representable)."""
+    out = LanguageModel(**model.config)
+    out.load_state_dict({k: v.astype(np.float16).astype(np.float32) for k, v in model.state_dict().items()})
+    return out
+
+
+def weights_used(model: LanguageModel, weights: str = "auto") -> str:
+    return _rnnrs.Sampler(model._core, [np.array([1], dtype=np.int64)], [0], 1, weights=weights).weights_used
+
+
+def samples(model, weights, **opts):
+    out = model.sample_many([[1, 2, 3], [4], [5, 6]], length=30, seed=9, return_logprobs=True, weights=weights,
+                            **opts)
+    return [(ids.tolist(), lps.tolist()) for ids, lps in out]
+
+
+@pytest.mark.parametrize("opts", [dict(), dict(temperature=0.7, top_p=0.9, repetition_penalty=1.2), dict(greedy=True)])
+def test_float16_exact_weights_give_the_float32_results_automatically(trained, opts):
+    exact = rounded_to_f16(trained)
+    assert weights_used(exact) == "f16" and weights_used(exact, "f32") == "f32"
+    want = samples(exact, "f32", **opts)
+    assert samples(exact, "auto", **opts) == want  # exact float equality of every logprob
+    assert samples(exact, "f16", **opts) == want
+    # Ordinary float32 weights: unchanged default.
+    assert weights_used(trained) == "f32" and weights_used(trained, "f16") == "f16"
+    assert samples(trained, "auto", **opts) == samples(trained, "f32", **opts)
+
+
+def test_the_builtin_model_streams_float16_with_the_float32_results():
+    if not os.path.isfile(os.path.join(DEFAULT_MODEL_DIR, "model.safetensors")) and not os.environ.get("RNNRS_REQUIRED"):
+        pytest.skip("the built-in model is not installed")
+    g = LyricGenerator.default()
+    assert weights_used(g.model) == "f16"
+    text, lps = g.generate("明月", length=40, seed=4, return_logprobs=True)
+    text32, lps32 = g.generate("明月", length=40, seed=4, return_logprobs=True, weights="f32")
+    assert text == text32 and np.array_equal(lps, lps32)
+    assert "".join(g.stream("明月", length=40, seed=4, weights="f16")) == text
+
+
+def test_lossy_float16_logprobs_are_close_to_float32(trained):
+    worst = 0.0
+    for seed in range(4):
+        prefix = [1 + seed, 2, 3]
+        ids, lps = trained.sample(prefix, length=25, seed=seed, return_logprobs=True, weights="f16")
+        seq = list(prefix)
+        for tok, lp in zip(ids, lps):
+            worst = max(worst, abs(lp - log_softmax(last_logits(trained, seq))[tok]))
+            seq.append(int(tok))
+    assert 0.0 < worst < F16_LOGPROB_TOL
+
+
+def test_the_float16_copy_follows_every_change_of_the_weights(trained, char_tok):
+    model = rounded_to_f16(trained)
+    before = samples(model, "f16")
+    train(model, char_tok.encode(TEXT), steps=2, seed=1)  # the weights change (and are no longer exact)
+    after = samples(model, "f16")
+    assert after != before
+    assert after == samples(_fresh(model), "f16")
+    assert weights_used(model) == "f32"
+    # Loading float16-exact weights: the automatic copy is made from them.
+    other = rounded_to_f16(tiny(vocab=model.vocab_size, embed=16, hidden=48, seed=8))
+    model.load_state_dict(other.state_dict())
+    assert weights_used(model) == "f16"
+    assert samples(model, "auto") == samples(other, "f32")
+    # Mid-stream: a streaming sampler uses the weights the model has at each advance.
+    def stream(weights):
+        m = rounded_to_f16(trained)
+        s = _rnnrs.Sampler(m._core, [np.array([1, 2], dtype=np.int64)], [3], 30, weights=weights)
+        (a, _), = s.advance(10)
+        m.load_state_dict(other.state_dict())
+        (b, lp), = s.advance(20)
+        return a.tolist() + b.tolist(), lp.tolist()
+    assert stream("auto") == stream("f32")
+
+
+def _fresh(model: LanguageModel) -> LanguageModel:
+    """A new model with ``model``'s weights (and no cached float16 copy)."""
+    out = LanguageModel(**model.config)
+    out.load_state_dict(model.state_dict())
+    return out
+
+
+def test_float16_needs_a_float32_model():
+    m64 = tiny(dtype=np.float64)
+    assert m64.sample([1], length=3, weights="auto").size == 3
+    with pytest.raises(ValueError, match="float32 model"):
+        m64.sample([1], length=3, weights="f16")
+
+
+def test_cli_weights_option(model_dir, gen, capsys):
+    rc, out, err = cli(["--model", model_dir, "--prefix", "明月", "--length", "20", "--seed", "3", "--weights", "f16"],
+                       capsys)
+    assert rc == 0 and err == ""
+    assert out == gen.generate("明月", length=20, seed=3, weights="f16") + "\n"
+    with pytest.raises(SystemExit):
+        cli(["--model", model_dir, "--prefix", "明月", "--weights", "f8"], capsys)
+    assert "invalid choice: 'f8'" in capsys.readouterr().err

@@ -244,11 +244,14 @@ def sample(
     repetition_penalty: float = 1.0,
     stop_tokens: Sequence[int] = ...,
     banned_tokens: Sequence[int] = ...,
+    weights: Literal["auto", "f32", "f16"] = "auto",
 ) -> list[tuple[_Ids, npt.NDArray[np.float64], bool]]:
     """Generate ``length`` new tokens after each 1-D int64 prefix (sequence ``i`` from ``seeds[i]``)
     in one batch. Returns ``[(ids (n,) int64, logprobs (n,) float64, stopped)]``: the new ids, their
     model log-probabilities and whether the sequence ended on one of ``stop_tokens`` (default none).
-    ``temperature=0`` is greedy."""
+    ``temperature=0`` is greedy. ``weights``: storage of the streamed weights (``"auto"``: float16
+    when exact, ``"f16"``: float16 even if lossy, float32 models only; ``"f32"``); ``ValueError``
+    for another string."""
 
 def beam_search(
     model: LanguageModel, prefix: _Ids, width: int, length: int
@@ -276,6 +279,7 @@ class Sampler:
         repetition_penalty: float = 1.0,
         stop_tokens: Sequence[int] = ...,
         banned_tokens: Sequence[int] = ...,
+        weights: Literal["auto", "f32", "f16"] = "auto",
     ) -> Sampler: ...
     def advance(self, tokens: int) -> list[tuple[_Ids, npt.NDArray[np.float64]]]:
         """Generate until every unfinished sequence has ``tokens`` more new tokens (or finished), and
@@ -286,6 +290,10 @@ class Sampler:
     @property
     def stopped(self) -> list[bool]:
         """Per sequence: whether it ended on a stop token."""
+    @property
+    def weights_used(self) -> Literal["f32", "f16"]:
+        """The weight storage the last ``advance`` used (``"auto"`` resolved); before the first,
+        the one it will use."""
 
 @final
 class SeqModel:

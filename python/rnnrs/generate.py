@@ -19,6 +19,14 @@ the logit ``l`` of every token already in the prefix or generated becomes ``l / 
 smallest most-probable set with probability ``>= p``), then one random draw from the sequence's own
 seeded stream. ``stop`` tokens end a sequence (they are included in the text).
 
+**Weight storage** (``weights=``, ``--weights``): generating one sequence is limited by how fast the
+weights can be read (every token reads all of them), so they can be streamed as float16 — half the
+bytes — with float32 arithmetic. ``"auto"`` (the default) does so only when every weight is exactly
+representable in float16 (a model saved in float16, like the built-in one): the results are then
+bit-identical to ``"f32"``. ``"f16"`` rounds ordinary float32 weights to float16 (lossy: each weight
+changes by at most 2⁻¹¹ of its size, log-probabilities typically by ~1e-3), ``"f32"`` never uses
+float16. The float16 copy is made once and kept with the model until its weights change.
+
 **Log-probabilities** (``return_logprobs=True``, :meth:`LyricGenerator.score`) are the model's own:
 ``log p_model(token | context)`` of each generated token, natural log, *before* the penalty,
 temperature and filtering — comparable across samples drawn with different options, e.g. to rank
@@ -101,9 +109,22 @@ def _seed(name: str, value: Any) -> int:
     return seed
 
 
+#: The values of ``weights=`` (see the module documentation).
+WEIGHT_FORMATS = ("auto", "f32", "f16")
+
+
+def _weights(weights: Any) -> str:
+    expected = "one of " + ", ".join(f'"{w}"' for w in WEIGHT_FORMATS)
+    if not isinstance(weights, str):
+        raise TypeError(f"weights: expected {expected}, got {_type_name(weights)} {weights!r}")
+    if weights not in WEIGHT_FORMATS:
+        raise ValueError(f"weights: expected {expected}, got {weights!r}")
+    return weights
+
+
 def sampling_options(length: Any, temperature: Any = 1.0, top_k: Any = None, top_p: Any = None,
                      repetition_penalty: Any = 1.0, stop_tokens: Any = (), greedy: Any = False,
-                     banned_tokens: Any = ()) -> Dict[str, Any]:
+                     banned_tokens: Any = (), weights: Any = "auto") -> Dict[str, Any]:
     """Check the sampling options (``TypeError`` for a wrong type, ``ValueError`` for a value out of
     range, each naming the option, what was expected and what was given) and return them as the
     keyword arguments of ``rnnrs._rnnrs.sample``. ``greedy=True`` sets the temperature to 0."""
@@ -127,6 +148,7 @@ def sampling_options(length: Any, temperature: Any = 1.0, top_k: Any = None, top
                                  lambda v: math.isfinite(v) and v > 0.0),
         stop_tokens=stops,
         banned_tokens=banned,
+        weights=_weights(weights),
     )
 
 
@@ -278,25 +300,27 @@ class LyricGenerator:
     # --------------------------------------------------------------------------------- generation
     def generate(self, prefix: str, length: int = 100, temperature: float = 0.8, top_k: Optional[int] = None,
                  top_p: Optional[float] = 0.9, repetition_penalty: float = 1.0, seed: int = 0, greedy: bool = False,
-                 stop: Iterable[str] = (), return_logprobs: bool = False) -> Union[str, Tuple[str, np.ndarray]]:
+                 stop: Iterable[str] = (), return_logprobs: bool = False,
+                 weights: str = "auto") -> Union[str, Tuple[str, np.ndarray]]:
         """``prefix`` followed by up to ``length`` generated tokens (fewer if a ``stop`` token is
         generated). With ``return_logprobs=True``: ``(text, logprobs)``, the model log-probability of
-        each generated token (float64)."""
+        each generated token (float64). ``weights``: ``"auto"``, ``"f32"`` or ``"f16"`` (see the
+        module documentation)."""
         out = self.generate_many([prefix], length=length, temperature=temperature, top_k=top_k, top_p=top_p,
                                  repetition_penalty=repetition_penalty, seed=seed, greedy=greedy, stop=stop,
-                                 return_logprobs=return_logprobs, _stacklevel=3)
+                                 return_logprobs=return_logprobs, weights=weights, _stacklevel=3)
         return out[0]
 
     def generate_many(self, prefixes: Sequence[str], length: int = 100, temperature: float = 0.8,
                       top_k: Optional[int] = None, top_p: Optional[float] = 0.9, repetition_penalty: float = 1.0,
                       seed: int = 0, greedy: bool = False, stop: Iterable[str] = (), return_logprobs: bool = False,
-                      _stacklevel: int = 2) -> List[Any]:
+                      weights: str = "auto", _stacklevel: int = 2) -> List[Any]:
         """:meth:`generate` for several prefixes in one batch (one Rust call): sequence ``i`` uses
         seed ``seed + i``, so it equals ``generate(prefixes[i], ..., seed=seed + i)``."""
         if isinstance(prefixes, str) or not isinstance(prefixes, Sequence):
             raise TypeError(f"prefixes: expected a list of str, got {_type_name(prefixes)}")
         opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, self._stop_ids(stop), greedy,
-                                self._banned_ids())
+                                self._banned_ids(), weights)
         seed = _seed("seed", seed)
         if prefixes and seed + len(prefixes) - 1 >= 2**64:
             raise ValueError(f"seed: expected seed + number of prefixes - 1 < 2**64, got seed {seed}")
@@ -315,13 +339,13 @@ class LyricGenerator:
 
     def stream(self, prefix: str, length: int = 100, temperature: float = 0.8, top_k: Optional[int] = None,
                top_p: Optional[float] = 0.9, repetition_penalty: float = 1.0, seed: int = 0, greedy: bool = False,
-               stop: Iterable[str] = (), chunk_size: int = 1) -> Iterator[str]:
+               stop: Iterable[str] = (), chunk_size: int = 1, weights: str = "auto") -> Iterator[str]:
         """Yield the text of :meth:`generate` piece by piece as it is generated: first ``prefix``,
         then the text of every ``chunk_size`` new tokens (one Rust call per chunk; the sampler keeps
         the recurrent state and the random stream between calls). ``"".join(stream(...)) ==
         generate(...)`` with the same arguments."""
         opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, self._stop_ids(stop), greedy,
-                                self._banned_ids())
+                                self._banned_ids(), weights)
         seed = _seed("seed", seed)
         chunk_size = _int("chunk_size", chunk_size, 1)
         ids = self._prefix_ids(prefix, 2)
@@ -428,6 +452,10 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--ban", metavar="TOKEN", action="append", default=None,
                    help="a token never to generate (repeatable; default: <unk>, and for the built-in model also □)")
     p.add_argument("--no-ban", action="store_true", help="sample from the model's full distribution (no banned tokens)")
+    p.add_argument("--weights", choices=WEIGHT_FORMATS, default="auto",
+                   help="storage of the weights read for every token: auto (float16 when that is exact, as for the "
+                        "built-in model: the same text, faster), f16 (float16 also when lossy: faster, slightly "
+                        "different probabilities), f32 (default auto)")
     p.add_argument("--json", action="store_true",
                    help='one JSON object per sample and line: {"prefix", "text" (prefix + continuation), '
                         '"seed", "tokens" (number generated), "logprob" (their total model log-probability)}')
@@ -457,7 +485,7 @@ def run_generate(args: argparse.Namespace) -> int:
         return _error(str(e))
     opts = dict(length=args.length, temperature=args.temperature, top_k=args.top_k,
                 top_p=None if args.top_p == 1.0 else args.top_p, repetition_penalty=args.repetition_penalty,
-                greedy=args.greedy)
+                greedy=args.greedy, weights=args.weights)
     seeds = [args.seed + i for i in range(args.num_samples)]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnknownTokenWarning)

@@ -266,24 +266,26 @@ class LanguageModel:
     @overload
     def sample(self, prefix_ids: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
                top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ..., seed: int = ...,
-               greedy: bool = ..., return_logprobs: Literal[False] = ..., banned_tokens: Any = ...) -> Ids: ...
+               greedy: bool = ..., return_logprobs: Literal[False] = ..., banned_tokens: Any = ..., weights: str = ...) -> Ids: ...
 
     @overload
     def sample(self, prefix_ids: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
                top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ..., seed: int = ...,
-               greedy: bool = ..., *, return_logprobs: Literal[True], banned_tokens: Any = ...
+               greedy: bool = ..., *, return_logprobs: Literal[True], banned_tokens: Any = ...,
+               weights: str = ...
                ) -> Tuple[Ids, LogProbs]: ...
 
     @overload
     def sample(self, prefix_ids: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
                top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ..., seed: int = ...,
-               greedy: bool = ..., return_logprobs: bool = ..., banned_tokens: Any = ...
+               greedy: bool = ..., return_logprobs: bool = ..., banned_tokens: Any = ...,
+               weights: str = ...
                ) -> Union[Ids, Tuple[Ids, LogProbs]]: ...
 
     def sample(self, prefix_ids: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
                top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (), seed: int = 0,
                greedy: bool = False, return_logprobs: bool = False,
-               banned_tokens: Any = ()) -> Union[Ids, Tuple[Ids, LogProbs]]:
+               banned_tokens: Any = (), weights: str = "auto") -> Union[Ids, Tuple[Ids, LogProbs]]:
         """Generate up to ``length`` new token ids after ``prefix_ids`` (1-D integer ids ``(n0,)`` in
         ``[0, V)``, non-empty) in one Rust call.
 
@@ -294,10 +296,15 @@ class LanguageModel:
         d2l book's ``predict``); ``top_k``/``top_p`` filter, ``repetition_penalty`` is CTRL's;
         ``banned_tokens`` ids are never generated (e.g. ``[0]``, ``<unk>``); see
         :mod:`rnnrs.generate`. Same prefix, options and ``seed`` ⇒ the same ids, on any number of threads.
+
+        ``weights`` is how the weights read for every token are stored: ``"auto"`` (default) uses a
+        float16 copy when every weight is exactly representable in float16 (bit-identical results,
+        faster), ``"f16"`` also when that rounds them (float32 models only; faster, log-probabilities
+        change by ~1e-3), ``"f32"`` never. The copy is kept with the model until its weights change.
         """
         from .generate import prefix_array, sampling_options, _seed
         opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy,
-                                banned_tokens)
+                                banned_tokens, weights)
         prefix = prefix_array("prefix_ids", prefix_ids, self.vocab_size)
         ((ids, logprobs, _),) = _rnnrs.sample(self._core, [prefix], [_seed("seed", seed)], **opts)
         return (ids, logprobs) if return_logprobs else ids
@@ -306,24 +313,24 @@ class LanguageModel:
     def sample_many(self, prefixes: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
                     top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ...,
                     seed: int = ..., greedy: bool = ..., return_logprobs: Literal[False] = ...,
-                    banned_tokens: Any = ...) -> List[Ids]: ...
+                    banned_tokens: Any = ..., weights: str = ...) -> List[Ids]: ...
 
     @overload
     def sample_many(self, prefixes: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
                     top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ...,
                     seed: int = ..., greedy: bool = ..., *, return_logprobs: Literal[True],
-                    banned_tokens: Any = ...) -> List[Tuple[Ids, LogProbs]]: ...
+                    banned_tokens: Any = ..., weights: str = ...) -> List[Tuple[Ids, LogProbs]]: ...
 
     @overload
     def sample_many(self, prefixes: Any, length: int = ..., temperature: float = ..., top_k: Optional[int] = ...,
                     top_p: Optional[float] = ..., repetition_penalty: float = ..., stop_tokens: Any = ...,
                     seed: int = ..., greedy: bool = ..., return_logprobs: bool = ...,
-                    banned_tokens: Any = ...) -> Union[List[Ids], List[Tuple[Ids, LogProbs]]]: ...
+                    banned_tokens: Any = ..., weights: str = ...) -> Union[List[Ids], List[Tuple[Ids, LogProbs]]]: ...
 
     def sample_many(self, prefixes: Any, length: int = 500, temperature: float = 1.0, top_k: Optional[int] = None,
                     top_p: Optional[float] = None, repetition_penalty: float = 1.0, stop_tokens: Any = (),
                     seed: int = 0, greedy: bool = False, return_logprobs: bool = False,
-                    banned_tokens: Any = ()) -> List[Any]:
+                    banned_tokens: Any = (), weights: str = "auto") -> List[Any]:
         """:meth:`sample` for a list of prefixes (1-D integer id arrays or lists; lengths may differ),
         stepped together as one batch.
 
@@ -333,7 +340,7 @@ class LanguageModel:
         """
         from .generate import _check_count, prefix_array, sampling_options, _seed
         opts = sampling_options(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, greedy,
-                                banned_tokens)
+                                banned_tokens, weights)
         if isinstance(prefixes, (str, bytes, np.ndarray)) or not hasattr(prefixes, "__len__"):
             raise TypeError(f"prefixes: expected a list of 1-D token id arrays, got {type(prefixes).__name__}")
         _check_count("prefixes", len(prefixes))

@@ -6,7 +6,7 @@ use crate::model::{LanguageModel, LmInner};
 use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use rnnrs::SampleConfig;
+use rnnrs::{SampleConfig, WeightFormat};
 
 /// `(ids int64 (n,), logprobs float64 (n,))` of one sequence.
 type Seq<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
@@ -37,6 +37,7 @@ fn config(
     repetition_penalty: f64,
     stop_tokens: Vec<i64>,
     banned_tokens: Vec<i64>,
+    weights: &str,
 ) -> PyResult<SampleConfig> {
     for (what, ids) in [("stop token", &stop_tokens), ("banned token", &banned_tokens)] {
         if let Some(bad) = ids.iter().find(|&&t| t < 0) {
@@ -51,14 +52,16 @@ fn config(
         repetition_penalty,
         stop_tokens: stop_tokens.into_iter().map(|t| t as usize).collect(),
         banned_tokens: banned_tokens.into_iter().map(|t| t as usize).collect(),
+        weights: weights.parse::<WeightFormat>().map_err(crate::convert::to_py)?,
     })
 }
 
 /// Generate `length` new tokens after each prefix (sequence `i` from `seeds[i]`) in one batch.
 /// Returns `[(ids, logprobs, stopped)]`: new ids (int64), their model log-probabilities (float64)
-/// and whether the sequence ended on a stop token. `temperature=0` is greedy.
+/// and whether the sequence ended on a stop token. `temperature=0` is greedy. `weights` ("auto",
+/// "f32" or "f16") is the storage of the streamed weights (`rnnrs::WeightFormat`).
 #[pyfunction]
-#[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new(), banned_tokens=Vec::new()))]
+#[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new(), banned_tokens=Vec::new(), weights="auto"))]
 #[allow(clippy::too_many_arguments)]
 pub fn sample<'py>(
     py: Python<'py>,
@@ -72,9 +75,10 @@ pub fn sample<'py>(
     repetition_penalty: f64,
     stop_tokens: Vec<i64>,
     banned_tokens: Vec<i64>,
+    weights: &str,
 ) -> PyResult<Vec<Sampled<'py>>> {
     let prefixes = prefixes_in(prefixes)?;
-    let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens)?;
+    let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens, weights)?;
     let out = crate::model::with_lm!(&model.inner, l, T => {
         let m = &l.model;
         detached(py, || rnnrs::sample(m, &prefixes, &seeds, &cfg))?
@@ -137,7 +141,7 @@ pub struct Sampler {
 #[pymethods]
 impl Sampler {
     #[new]
-    #[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new(), banned_tokens=Vec::new()))]
+    #[pyo3(signature = (model, prefixes, seeds, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new(), banned_tokens=Vec::new(), weights="auto"))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         model: &Bound<'_, LanguageModel>,
@@ -150,9 +154,10 @@ impl Sampler {
         repetition_penalty: f64,
         stop_tokens: Vec<i64>,
         banned_tokens: Vec<i64>,
+        weights: &str,
     ) -> PyResult<Self> {
         let prefixes = prefixes_in(prefixes)?;
-        let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens)?;
+        let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens, weights)?;
         let inner = match &busy(model.try_borrow())?.inner {
             LmInner::F32(l) => Inner::F32(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),
             LmInner::F64(l) => Inner::F64(rnnrs::Sampler::new(&l.model, &prefixes, &seeds, cfg).map_err(crate::convert::to_py)?),
@@ -187,6 +192,16 @@ impl Sampler {
         match &self.inner {
             Inner::F32(s) => s.is_done(),
             Inner::F64(s) => s.is_done(),
+        }
+    }
+
+    /// The weight storage the last `advance` used ("f32" or "f16"; "auto" resolved); before the
+    /// first, the one it will use.
+    #[getter]
+    fn weights_used(&self) -> &'static str {
+        match &self.inner {
+            Inner::F32(s) => s.weights_used().name(),
+            Inner::F64(s) => s.weights_used().name(),
         }
     }
 

@@ -44,6 +44,7 @@ pub mod config;
 pub mod element;
 pub mod embedding;
 pub mod error;
+mod half_weights;
 pub mod io;
 pub mod layer;
 pub mod linear;
@@ -69,7 +70,7 @@ pub use loss::cross_entropy;
 pub use model::{LanguageModel, LanguageModelConfig, State, StepStats};
 pub use module::Module;
 pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
-pub use sample::{beam_search, sample, Beam, SampleConfig, Sampled, Sampler};
+pub use sample::{beam_search, sample, Beam, SampleConfig, Sampled, Sampler, WeightFormat};
 pub use seqmodel::{Activation, LayerSpec, LossKind, SeqInput, SeqModel, SeqModelConfig, SeqStats, SeqTarget};
 
 /// The README's Rust example, compiled and run as a doctest so that it stays true.

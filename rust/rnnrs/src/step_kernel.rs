@@ -12,9 +12,15 @@
 //! give the same bits. Blocks of 4 input rows × 4 weight rows keep 16 accumulators in registers
 //! and read each weight row once per block of rows: at batch 1 the loop streams the weights (it is
 //! memory-bound); at batch 32 it is compute-bound.
+//!
+//! The same kernel also reads half-precision weights (`w` as IEEE binary16, [`half::f16`]): each
+//! weight is widened to float32 exactly on load (`vcvtph2ps`, or [`half::f16::to_f32`] in the
+//! portable build) and the float32 dot above runs unchanged, so weights that are exactly
+//! representable in float16 give the same bits as their float32 copy — at half the bytes streamed.
 
 #![allow(clippy::needless_range_loop)] // index loops over lanes and blocks read most clearly here
 
+use half::f16;
 use rayon::prelude::*;
 
 /// Lanes of the partial sums.
@@ -22,7 +28,8 @@ const L: usize = 16;
 /// Input rows × weight rows per register block.
 const R: usize = 4;
 const C: usize = 4;
-/// Products with at least this many multiply-adds are split over threads (by output columns).
+/// Products with at least this many multiply-adds are split over threads (by output columns), as
+/// the caller allows ([`Split`]).
 const PARALLEL_MIN_WORK: usize = 1 << 19;
 
 /// Sixteen float32 lanes: the operations the kernel needs, for each build.
@@ -31,6 +38,8 @@ trait Lanes: Copy {
     /// The CPU supports the build's instructions; `load` reads 16 values at `p`.
     unsafe fn zero() -> Self;
     unsafe fn load(p: *const f32) -> Self;
+    /// 16 float16 values at `p`, widened exactly.
+    unsafe fn load_f16(p: *const f16) -> Self;
     /// `a · b + c`, one rounding.
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self;
     unsafe fn array(self) -> [f32; L];
@@ -48,6 +57,48 @@ trait Lanes: Copy {
     }
     /// Scalar `a · b + c`, one rounding.
     unsafe fn fma1(a: f32, b: f32, c: f32) -> f32;
+    /// [`Lanes::reduce`] of 16 vectors (the same adds, so the same bits; AVX-512 does them 16 at once).
+    #[inline(always)]
+    unsafe fn reduce16(v: [Self; 16]) -> [f32; 16] {
+        let mut out = [0f32; 16];
+        for q in 0..16 {
+            // SAFETY: forwarded. (A loop, not `map`: closures are not compiled for the build.)
+            out[q] = unsafe { v[q].reduce() };
+        }
+        out
+    }
+}
+
+/// A stored weight: float32, or float16 widened exactly to float32 on load.
+trait Weight: Copy + Send + Sync + 'static {
+    /// # Safety
+    /// As [`Lanes::load`]: 16 readable weights at `p`, the build's instructions available.
+    unsafe fn load<V: Lanes>(p: *const Self) -> V;
+    fn to_f32(self) -> f32;
+}
+
+impl Weight for f32 {
+    #[inline(always)]
+    unsafe fn load<V: Lanes>(p: *const f32) -> V {
+        // SAFETY: forwarded.
+        unsafe { V::load(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Weight for f16 {
+    #[inline(always)]
+    unsafe fn load<V: Lanes>(p: *const f16) -> V {
+        // SAFETY: forwarded.
+        unsafe { V::load_f16(p) }
+    }
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        f16::to_f32(self)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -64,6 +115,12 @@ impl Lanes for Portable {
         Portable(unsafe { std::ptr::read_unaligned(p.cast::<[f32; L]>()) })
     }
     #[inline(always)]
+    unsafe fn load_f16(p: *const f16) -> Self {
+        // SAFETY: the caller guarantees 16 readable values.
+        let h = unsafe { std::ptr::read_unaligned(p.cast::<[f16; L]>()) };
+        Portable(h.map(f16::to_f32))
+    }
+    #[inline(always)]
     unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
         Portable(std::array::from_fn(|l| a.0[l].mul_add(b.0[l], c.0[l])))
     }
@@ -77,21 +134,20 @@ impl Lanes for Portable {
     }
 }
 
-/// The canonical reduction of the 16 partial sums, then the tail from `kl`.
+/// The tail from `kl`, added to the reduced sum `s` in order.
 #[inline(always)]
-unsafe fn finish<V: Lanes>(acc: V, x: &[f32], w: &[f32], kl: usize) -> f32 {
-    // SAFETY: forwarded from the caller (the build's instructions are available).
-    let mut s = unsafe { acc.reduce() };
+unsafe fn finish<V: Lanes, W: Weight>(mut s: f32, x: &[f32], w: &[W], kl: usize) -> f32 {
     for (&xq, &wq) in x[kl..].iter().zip(&w[kl..]) {
-        // SAFETY: as above.
-        s = unsafe { V::fma1(xq, wq, s) };
+        // SAFETY: forwarded from the caller (the build's instructions are available).
+        s = unsafe { V::fma1(xq, wq.to_f32(), s) };
     }
     s
 }
 
-/// Dots of `RR` input rows with `CC` weight rows (each of length `k`).
+/// Dots of `RR` input rows with `CC` weight rows (each of length `k`); when `RR · CC` is 16 the
+/// partial-sum vectors are reduced together ([`Lanes::reduce16`]).
 #[inline(always)]
-unsafe fn block<V: Lanes, const RR: usize, const CC: usize>(xs: &[&[f32]; RR], ws: &[&[f32]; CC], k: usize) -> [[f32; CC]; RR] {
+unsafe fn block<V: Lanes, W: Weight, const RR: usize, const CC: usize>(xs: &[&[f32]; RR], ws: &[&[W]; CC], k: usize) -> [[f32; CC]; RR] {
     let kl = k - k % L;
     for r in 0..RR {
         assert!(xs[r].len() >= k);
@@ -105,27 +161,59 @@ unsafe fn block<V: Lanes, const RR: usize, const CC: usize>(xs: &[&[f32]; RR], w
         let mut acc = [[V::zero(); CC]; RR];
         let mut p = 0;
         while p < kl {
-            let mut wv = [V::zero(); CC];
-            for c in 0..CC {
-                wv[c] = V::load(ws[c].as_ptr().add(p));
-            }
-            for r in 0..RR {
-                let xv = V::load(xs[r].as_ptr().add(p));
+            if RR == 1 {
+                let xv = V::load(xs[0].as_ptr().add(p));
                 for c in 0..CC {
-                    acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
+                    acc[0][c] = V::fma(xv, W::load::<V>(ws[c].as_ptr().add(p)), acc[0][c]);
+                }
+            } else {
+                let mut wv = [V::zero(); CC];
+                for c in 0..CC {
+                    wv[c] = W::load::<V>(ws[c].as_ptr().add(p));
+                }
+                for r in 0..RR {
+                    let xv = V::load(xs[r].as_ptr().add(p));
+                    for c in 0..CC {
+                        acc[r][c] = V::fma(xv, wv[c], acc[r][c]);
+                    }
                 }
             }
             p += L;
         }
+        let mut sums = [[0f32; CC]; RR];
+        if RR * CC == 16 {
+            // (Plain loops, no closures: a closure is not compiled for the build's instructions.)
+            let mut flat = [V::zero(); 16];
+            for q in 0..16 {
+                flat[q] = acc[q / CC][q % CC];
+            }
+            let red = V::reduce16(flat);
+            for q in 0..16 {
+                sums[q / CC][q % CC] = red[q];
+            }
+        } else {
+            for r in 0..RR {
+                for c in 0..CC {
+                    sums[r][c] = acc[r][c].reduce();
+                }
+            }
+        }
         let mut out = [[0f32; CC]; RR];
         for r in 0..RR {
             for c in 0..CC {
-                out[r][c] = finish(acc[r][c], xs[r], ws[c], kl);
+                out[r][c] = finish::<V, W>(sums[r][c], xs[r], ws[c], kl);
             }
         }
         out
     }
 }
+
+/// Weight rows per column block: 16 rows of weights stay in L1 while every input row passes.
+const J: usize = 16;
+/// Weight rows per block of a single input row: 8 accumulators hide the fused multiply-add
+/// latency (measured at batch 1: 1 × 8 blocks beat 1 × 4 by ~1.25× and 1 × 16 — more concurrent
+/// streams, register pressure — by ~1.3×).
+const STREAMS: usize = 8;
 
 /// Columns `j0..j1` of `out (b, n)`: `out[i·n + j] = bias[j] + dot(x_i, w_j)`.
 ///
@@ -134,7 +222,7 @@ unsafe fn block<V: Lanes, const RR: usize, const CC: usize>(xs: &[&[f32]; RR], w
 /// columns `j0..j1`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn columns<V: Lanes>(x: &[f32], k: usize, w: &[f32], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
+unsafe fn columns<V: Lanes, W: Weight>(x: &[f32], k: usize, w: &[W], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
     let b = x.len() / k;
     let xr = |i: usize| &x[i * k..(i + 1) * k];
     let wr = |j: usize| &w[j * k..(j + 1) * k];
@@ -143,36 +231,55 @@ unsafe fn columns<V: Lanes>(x: &[f32], k: usize, w: &[f32], bias: &[f32], n: usi
         // SAFETY: `(i, j)` is inside `out (b, n)`, and column `j` belongs to this call only.
         unsafe { *out.0.add(i * n + j) = bias[j] + v }
     };
+    let ws4 = |j: usize| [wr(j), wr(j + 1), wr(j + 2), wr(j + 3)];
     // SAFETY (the `block` calls): forwarded from the caller.
     unsafe {
         let mut j = j0;
         while j < j1 {
-            let cc = (j1 - j).min(C);
+            let cc = (j1 - j).min(J);
+            // Full groups of R input rows: R × C blocks.
             let mut i = 0;
-            while i < b {
-                let rr = (b - i).min(R);
-                if rr == R && cc == C {
-                    let d = block::<V, 4, 4>(&[xr(i), xr(i + 1), xr(i + 2), xr(i + 3)], &[wr(j), wr(j + 1), wr(j + 2), wr(j + 3)], k);
+            while i + R <= b {
+                let xs = [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)];
+                let mut jj = j;
+                while jj + C <= j + cc {
+                    let d = block::<V, W, 4, 4>(&xs, &ws4(jj), k);
                     for r in 0..R {
                         for c in 0..C {
-                            put(i + r, j + c, d[r][c]);
+                            put(i + r, jj + c, d[r][c]);
                         }
                     }
-                } else if cc == C {
-                    for r in 0..rr {
-                        let d = block::<V, 1, 4>(&[xr(i + r)], &[wr(j), wr(j + 1), wr(j + 2), wr(j + 3)], k);
-                        for c in 0..C {
-                            put(i + r, j + c, d[0][c]);
-                        }
-                    }
-                } else {
-                    for r in 0..rr {
-                        for c in 0..cc {
-                            put(i + r, j + c, block::<V, 1, 1>(&[xr(i + r)], &[wr(j + c)], k)[0][0]);
-                        }
+                    jj += C;
+                }
+                for jj in jj..j + cc {
+                    for r in 0..R {
+                        put(i + r, jj, block::<V, W, 1, 1>(&[xs[r]], &[wr(jj)], k)[0][0]);
                     }
                 }
-                i += rr;
+                i += R;
+            }
+            // The other rows (all of them at batch 1): 1 × STREAMS blocks, then 1 × C, then 1 × 1.
+            for i in i..b {
+                let xs = [xr(i)];
+                let mut jj = j;
+                while jj + STREAMS <= j + cc {
+                    let ws: [&[W]; STREAMS] = std::array::from_fn(|c| wr(jj + c));
+                    let d = block::<V, W, 1, STREAMS>(&xs, &ws, k);
+                    for c in 0..STREAMS {
+                        put(i, jj + c, d[0][c]);
+                    }
+                    jj += STREAMS;
+                }
+                while jj + C <= j + cc {
+                    let d = block::<V, W, 1, 4>(&xs, &ws4(jj), k);
+                    for c in 0..C {
+                        put(i, jj + c, d[0][c]);
+                    }
+                    jj += C;
+                }
+                for jj in jj..j + cc {
+                    put(i, jj, block::<V, W, 1, 1>(&xs, &[wr(jj)], k)[0][0]);
+                }
             }
             j += cc;
         }
@@ -185,17 +292,18 @@ struct Out(*mut f32);
 unsafe impl Send for Out {}
 unsafe impl Sync for Out {}
 
-type Kernel = fn(&[f32], usize, &[f32], &[f32], usize, usize, usize, &Out);
+type Kernel<W> = fn(&[f32], usize, &[W], &[f32], usize, usize, usize, &Out);
 
 #[allow(clippy::too_many_arguments)]
-fn portable(x: &[f32], k: usize, w: &[f32], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
+fn portable<W: Weight>(x: &[f32], k: usize, w: &[W], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
     // SAFETY: portable code needs no CPU feature; `affine_with` owns `out` and splits columns.
-    unsafe { columns::<Portable>(x, k, w, bias, n, j0, j1, out) }
+    unsafe { columns::<Portable, W>(x, k, w, bias, n, j0, j1, out) }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{columns, Lanes, Out, L};
+    use super::{columns, Lanes, Out, Weight, L};
+    use half::f16;
     use std::arch::x86_64::*;
 
     #[derive(Clone, Copy)]
@@ -211,6 +319,11 @@ mod x86 {
         unsafe fn load(p: *const f32) -> Self {
             // SAFETY: 16 readable values (caller).
             Avx512(unsafe { _mm512_loadu_ps(p) })
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const f16) -> Self {
+            // SAFETY: 16 readable values (caller); `vcvtph2ps` is AVX-512F.
+            Avx512(unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())) })
         }
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
@@ -236,6 +349,38 @@ mod x86 {
             // SAFETY: FMA (caller).
             unsafe { _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))) }
         }
+        /// The canonical tree for 16 vectors at once: every level adds the same pairs of lanes as
+        /// [`Lanes::reduce`], gathered by shuffles into whole vectors (addition is commutative, so
+        /// the bits are the same).
+        #[inline(always)]
+        unsafe fn reduce16(v: [Self; 16]) -> [f32; 16] {
+            // SAFETY: AVX-512F (caller).
+            unsafe {
+                // r8: vector m holds acc 2m's r8 in lanes 0–7 and acc 2m+1's in lanes 8–15.
+                // (Plain loops, no closures: a closure is not compiled with AVX-512 enabled.)
+                let mut r8 = [_mm512_setzero_ps(); 8];
+                for m in 0..8 {
+                    let (a, b) = (v[2 * m].0, v[2 * m + 1].0);
+                    r8[m] = _mm512_add_ps(_mm512_shuffle_f32x4::<0x44>(a, b), _mm512_shuffle_f32x4::<0xEE>(a, b));
+                }
+                // r4: vector m holds acc 4m+q's r4 in 128-bit quarter q.
+                let mut r4 = [_mm512_setzero_ps(); 4];
+                for m in 0..4 {
+                    let (a, b) = (r8[2 * m], r8[2 * m + 1]);
+                    r4[m] = _mm512_add_ps(_mm512_shuffle_f32x4::<0x88>(a, b), _mm512_shuffle_f32x4::<0xDD>(a, b));
+                }
+                // r2: quarter q of vector m holds acc (8m + q)'s pair, then acc (8m + 4 + q)'s.
+                let mut r2 = [_mm512_setzero_ps(); 2];
+                for m in 0..2 {
+                    let (a, b) = (r4[2 * m], r4[2 * m + 1]);
+                    r2[m] = _mm512_add_ps(_mm512_shuffle_ps::<0x44>(a, b), _mm512_shuffle_ps::<0xEE>(a, b));
+                }
+                // Lane 4q + t: the sum of acc 4t + q.
+                let s = _mm512_add_ps(_mm512_shuffle_ps::<0x88>(r2[0], r2[1]), _mm512_shuffle_ps::<0xDD>(r2[0], r2[1]));
+                let idx = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+                std::mem::transmute::<__m512, [f32; 16]>(_mm512_permutexvar_ps(idx, s))
+            }
+        }
     }
 
     /// Lanes 0–7 and 8–15 in two AVX registers.
@@ -252,6 +397,11 @@ mod x86 {
         unsafe fn load(p: *const f32) -> Self {
             // SAFETY: 16 readable values (caller).
             unsafe { Avx2(_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8))) }
+        }
+        #[inline(always)]
+        unsafe fn load_f16(p: *const f16) -> Self {
+            // SAFETY: 16 readable values (caller); F16C (caller).
+            unsafe { Avx2(_mm256_cvtph_ps(_mm_loadu_si128(p.cast())), _mm256_cvtph_ps(_mm_loadu_si128(p.add(8).cast()))) }
         }
         #[inline(always)]
         unsafe fn fma(a: Self, b: Self, c: Self) -> Self {
@@ -288,57 +438,88 @@ mod x86 {
 
     #[target_feature(enable = "avx512f,fma")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn avx512_impl(x: &[f32], k: usize, w: &[f32], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
+    unsafe fn avx512_impl<W: Weight>(x: &[f32], k: usize, w: &[W], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
         // SAFETY: AVX-512F and FMA are enabled here; `out` as for `columns`.
-        unsafe { columns::<Avx512>(x, k, w, bias, n, j0, j1, out) }
+        unsafe { columns::<Avx512, W>(x, k, w, bias, n, j0, j1, out) }
     }
-    #[target_feature(enable = "avx2,fma")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
-    unsafe fn avx2_impl(x: &[f32], k: usize, w: &[f32], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
-        // SAFETY: AVX2 and FMA are enabled here; `out` as for `columns`.
-        unsafe { columns::<Avx2>(x, k, w, bias, n, j0, j1, out) }
+    unsafe fn avx2_impl<W: Weight>(x: &[f32], k: usize, w: &[W], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
+        // SAFETY: AVX2, FMA and F16C are enabled here; `out` as for `columns`.
+        unsafe { columns::<Avx2, W>(x, k, w, bias, n, j0, j1, out) }
     }
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn avx512(x: &[f32], k: usize, w: &[f32], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
+    pub(super) fn avx512<W: Weight>(x: &[f32], k: usize, w: &[W], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
         // SAFETY: chosen by `kernel()` only when the CPU has AVX-512F and FMA.
         unsafe { avx512_impl(x, k, w, bias, n, j0, j1, out) }
     }
     #[allow(clippy::too_many_arguments)]
-    pub(super) fn avx2(x: &[f32], k: usize, w: &[f32], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
-        // SAFETY: chosen by `kernel()` only when the CPU has AVX2 and FMA.
+    pub(super) fn avx2<W: Weight>(x: &[f32], k: usize, w: &[W], bias: &[f32], n: usize, j0: usize, j1: usize, out: &Out) {
+        // SAFETY: chosen by `kernel()` only when the CPU has AVX2, FMA and F16C.
         unsafe { avx2_impl(x, k, w, bias, n, j0, j1, out) }
+    }
+
+    pub(super) fn has_avx512() -> bool {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("fma")
+    }
+    pub(super) fn has_avx2() -> bool {
+        is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c")
     }
 }
 
 /// The fastest build of the kernel this CPU runs.
-fn kernel() -> Kernel {
+fn kernel<W: Weight>() -> Kernel<W> {
     #[cfg(target_arch = "x86_64")]
     {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("fma") {
-            return x86::avx512;
+        if x86::has_avx512() {
+            return x86::avx512::<W>;
         }
-        if has!("avx2") && has!("fma") {
-            return x86::avx2;
+        if x86::has_avx2() {
+            return x86::avx2::<W>;
         }
     }
-    portable
+    portable::<W>
+}
+
+/// Which products [`affine_f32`] splits over the rayon threads (by output columns), among those
+/// with enough work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Split {
+    /// None (the caller already runs on one of several threads).
+    Never,
+    /// Products of at least 4 rows (compute-bound). Waking a second thread costs ~10 µs per
+    /// product, more than it saves on a few-row product while the weights stream from cache
+    /// (measured on a 2-core Zen 5, batch 1: one thread is faster for 8–12 MB of weights per step).
+    Batches,
+    /// Every product (batch 1 with weights beyond the cache: two threads are faster for 23 MB).
+    Always,
 }
 
 /// `out (b, n) = x (b, k) · wᵀ + bias`, `w (n, k)` row-major; bit-identical per row for any `b`,
 /// any number of threads and any of the CPU-specific builds.
-pub(crate) fn affine_f32(x: &[f32], k: usize, w: &[f32], bias: &[f32], out: &mut [f32]) {
-    affine_with(kernel(), x, k, w, bias, out)
+pub(crate) fn affine_f32(x: &[f32], k: usize, w: &[f32], bias: &[f32], out: &mut [f32], split: Split) {
+    affine_with(kernel(), x, k, w, bias, out, split)
 }
 
-fn affine_with(kern: Kernel, x: &[f32], k: usize, w: &[f32], bias: &[f32], out: &mut [f32]) {
+/// [`affine_f32`] with float16 weights (widened exactly): the same bits as `affine_f32` on the
+/// float32 values of `w`.
+pub(crate) fn affine_f16(x: &[f32], k: usize, w: &[f16], bias: &[f32], out: &mut [f32], split: Split) {
+    affine_with(kernel(), x, k, w, bias, out, split)
+}
+
+fn affine_with<W: Weight>(kern: Kernel<W>, x: &[f32], k: usize, w: &[W], bias: &[f32], out: &mut [f32], split: Split) {
     let n = bias.len();
     let b = x.len() / k;
     assert!(w.len() == n * k && out.len() == b * n && x.len() == b * k, "affine: shapes");
     let o = Out(out.as_mut_ptr());
     let threads = rayon::current_num_threads();
-    if threads > 1 && b * n * k >= PARALLEL_MIN_WORK {
-        let chunk = n.div_ceil(threads).next_multiple_of(C).min(n);
+    let split = match split {
+        Split::Never => false,
+        Split::Batches => b >= R,
+        Split::Always => true,
+    };
+    if threads > 1 && b * n * k >= PARALLEL_MIN_WORK && split {
+        let chunk = n.div_ceil(threads).next_multiple_of(J).min(n);
         (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| kern(x, k, w, bias, n, c * chunk, ((c + 1) * chunk).min(n), &o));
     } else {
         kern(x, k, w, bias, n, 0, n, &o);
@@ -372,7 +553,7 @@ mod tests {
     #[test]
     fn every_build_and_blocking_gives_the_canonical_bits() {
         let mut r = rng::stream(&[5, 7]);
-        let mut builds: Vec<Kernel> = vec![portable];
+        let mut builds: Vec<Kernel<f32>> = vec![portable];
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -382,7 +563,7 @@ mod tests {
                 builds.push(x86::avx512);
             }
         }
-        for &(b, k, n) in &[(1, 1, 3), (1, 37, 9), (4, 16, 2), (6, 131, 45), (9, 256, 70), (32, 64, 33)] {
+        for &(b, k, n) in &[(1, 1, 3), (1, 37, 9), (1, 64, 40), (2, 19, 50), (4, 16, 2), (6, 131, 45), (9, 256, 70), (32, 64, 33)] {
             let x: Vec<f32> = (0..b * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
             let w: Vec<f32> = (0..n * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
             let bias: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
@@ -392,14 +573,54 @@ mod tests {
                 .collect();
             for &kern in &builds {
                 let mut out = vec![0f32; b * n];
-                affine_with(kern, &x, k, &w, &bias, &mut out);
+                affine_with(kern, &x, k, &w, &bias, &mut out, Split::Always);
                 assert!(out.iter().map(|v| v.to_bits()).eq(want.iter().copied()), "{b}x{k}x{n}");
                 // Each row alone gives the same bits as in the batch.
                 for i in 0..b {
                     let mut one = vec![0f32; n];
-                    affine_with(kern, &x[i * k..(i + 1) * k], k, &w, &bias, &mut one);
+                    affine_with(kern, &x[i * k..(i + 1) * k], k, &w, &bias, &mut one, Split::Always);
                     assert!(one.iter().map(|v| v.to_bits()).eq(want[i * n..(i + 1) * n].iter().copied()));
                 }
+            }
+        }
+    }
+
+    /// Every build of the float16 kernel widens weights exactly: on float16-representable weights it
+    /// gives the float32 kernel's bits; on any float16 weights all builds agree.
+    #[test]
+    fn float16_weights_give_the_bits_of_their_float32_values() {
+        let mut r = rng::stream(&[6, 1]);
+        let mut builds: Vec<(Kernel<f32>, Kernel<f16>)> = vec![(portable, portable)];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if x86::has_avx2() {
+                builds.push((x86::avx2, x86::avx2));
+            }
+            if x86::has_avx512() {
+                builds.push((x86::avx512, x86::avx512));
+            }
+        }
+        for &(b, k, n) in &[(1, 5, 3), (1, 37, 9), (1, 48, 35), (4, 16, 6), (6, 131, 45), (32, 64, 33)] {
+            let x: Vec<f32> = (0..b * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
+            // Weights of every float16 kind: normal, subnormal, zero of both signs.
+            let w16: Vec<f16> = (0..n * k)
+                .map(|q| match q % 7 {
+                    0 => f16::from_f32(1e-6 * (rng::uniform(&mut r) as f32 - 0.5)),
+                    1 => f16::from_bits(0x8000),
+                    _ => f16::from_f32(4.0 * (rng::uniform(&mut r) as f32 - 0.5)),
+                })
+                .collect();
+            let w32: Vec<f32> = w16.iter().map(|h| h.to_f32()).collect();
+            let bias: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
+            let bits = |o: &[f32]| o.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let mut want = vec![0f32; b * n];
+            affine_with::<f32>(portable, &x, k, &w32, &bias, &mut want, Split::Never);
+            for &(k32, k16) in &builds {
+                let (mut o32, mut o16) = (vec![0f32; b * n], vec![0f32; b * n]);
+                affine_with(k32, &x, k, &w32, &bias, &mut o32, Split::Always);
+                affine_with(k16, &x, k, &w16, &bias, &mut o16, Split::Always);
+                assert_eq!(bits(&o32), bits(&want), "{b}x{k}x{n}");
+                assert_eq!(bits(&o16), bits(&want), "{b}x{k}x{n}");
             }
         }
     }
@@ -407,19 +628,20 @@ mod tests {
     #[test]
     fn bit_identical_for_any_thread_count() {
         let mut r = rng::stream(&[8, 9]);
-        let (b, k, n) = (7, 300, 1001);
-        let x: Vec<f32> = (0..b * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
-        let w: Vec<f32> = (0..n * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
-        let bias = vec![0.25f32; n];
-        let run = |t: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
-            let mut out = vec![0f32; b * n];
-            pool.install(|| affine_f32(&x, k, &w, &bias, &mut out));
-            out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
-        };
-        let one = run(1);
-        for t in [2, 3, 5] {
-            assert_eq!(one, run(t), "{t} threads");
+        for (b, k, n) in [(7, 300, 1001), (1, 600, 1001)] {
+            let x: Vec<f32> = (0..b * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
+            let w: Vec<f32> = (0..n * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
+            let bias = vec![0.25f32; n];
+            let run = |t: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                let mut out = vec![0f32; b * n];
+                pool.install(|| affine_f32(&x, k, &w, &bias, &mut out, Split::Always));
+                out.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+            };
+            let one = run(1);
+            for t in [2, 3, 5] {
+                assert_eq!(one, run(t), "{t} threads, batch {b}");
+            }
         }
     }
 
@@ -431,7 +653,7 @@ mod tests {
         let w: Vec<f32> = (0..n * k).map(|_| rng::uniform(&mut r) as f32 - 0.5).collect();
         let bias: Vec<f32> = (0..n).map(|_| rng::uniform(&mut r) as f32).collect();
         let mut out = vec![0f32; b * n];
-        affine_f32(&x, k, &w, &bias, &mut out);
+        affine_f32(&x, k, &w, &bias, &mut out, Split::Never);
         for i in 0..b {
             for j in 0..n {
                 let e: f64 = bias[j] as f64 + (0..k).map(|q| x[i * k + q] as f64 * w[j * k + q] as f64).sum::<f64>();

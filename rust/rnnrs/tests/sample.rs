@@ -1,11 +1,13 @@
 //! The sampling loop: determinism, greedy = argmax of the model's own logits, batch = one by one,
 //! chunked = whole, thread-count independence, filters, penalty, stop tokens, beam search, errors,
-//! and no allocation per step.
+//! no allocation per step, and float16 weight storage (exact = bit-identical, lossy = close, never
+//! stale).
 
-use ndarray::Array2;
+use half::f16;
+use ndarray::{Array2, ArrayD};
 use rnnrs::{
-    beam_search, sample, CellKind, Element, Error, LanguageModel, LanguageModelConfig, Optimizer, OptimizerConfig, SampleConfig,
-    Sampler,
+    beam_search, sample, CellKind, Element, Error, LanguageModel, LanguageModelConfig, Module, Optimizer, OptimizerConfig,
+    SampleConfig, Sampler, WeightFormat,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -214,6 +216,26 @@ fn results_do_not_depend_on_the_number_of_threads() {
     for t in [2, 3] {
         assert_eq!(run(t), base, "{t} threads");
     }
+    // 24 sequences: stepped in independent groups of rows, one per thread, on 2 and 3 threads.
+    let many: Vec<Vec<usize>> = (0..24).map(|i| vec![i % 7 + 1; i % 5 + 1]).collect();
+    let many_seeds: Vec<u64> = (0..24).collect();
+    let batch = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| sample(&m, &many, &many_seeds, &cfg).unwrap())
+    };
+    let base = batch(1);
+    assert_eq!(base[5], sample(&m, &many[5..6], &many_seeds[5..6], &cfg).unwrap()[0]);
+    for t in [2, 3] {
+        assert_eq!(batch(t), base, "24 sequences, {t} threads");
+    }
+    let half = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| sample(&m, &prefixes, &seeds, &cfg.clone().weights(WeightFormat::F16)).unwrap())
+    };
+    let base = half(1);
+    for t in [2, 3] {
+        assert_eq!(half(t), base, "float16 weights, {t} threads");
+    }
 }
 
 #[test]
@@ -390,7 +412,12 @@ fn stepping_allocates_nothing() {
     let m = random::<f32>(CellKind::Lstm, Some(16), 300, 32, 2);
     let pool = rayon::ThreadPoolBuilder::new().num_threads(1).build().unwrap();
     pool.install(|| {
-        for cfg in [SampleConfig::new(200).top_p(0.9).repetition_penalty(1.2), SampleConfig::greedy(200), SampleConfig::new(200).top_k(5)] {
+        for cfg in [
+            SampleConfig::new(200).top_p(0.9).repetition_penalty(1.2),
+            SampleConfig::greedy(200),
+            SampleConfig::new(200).top_k(5),
+            SampleConfig::new(200).weights(WeightFormat::F16),
+        ] {
             let prefixes = [vec![1usize, 2, 3], vec![4], vec![5, 6], vec![7, 8, 9, 10]];
             let mut s = Sampler::new(&m, &prefixes, &[1, 2, 3, 4], cfg).unwrap();
             s.advance(&m, 2).unwrap();
@@ -426,4 +453,142 @@ fn banned_tokens_are_never_generated() {
     let all: Vec<usize> = (0..12).collect();
     assert!(matches!(sample(&m, &[&[1usize][..]], &[0], &SampleConfig::new(3).banned_tokens(all)), Err(Error::Invalid { .. })));
     assert!(matches!(sample(&m, &[&[1usize][..]], &[0], &SampleConfig::new(3).banned_tokens(vec![12])), Err(Error::Invalid { .. })));
+}
+
+// ------------------------------------------------------------------------- float16 weight storage
+
+/// `m` with every parameter rounded to the nearest float16 value (so exactly representable).
+fn rounded_to_f16(m: &LanguageModel<f32>) -> LanguageModel<f32> {
+    let mut r = m.clone();
+    let sd: Vec<(String, ArrayD<f32>)> = m.state_dict().into_iter().map(|(n, a)| (n, a.mapv(|x| f16::from_f32(x).to_f32()))).collect();
+    let views: Vec<_> = sd.iter().map(|(n, a)| (n.clone(), a.view())).collect();
+    r.load_state_dict(&views).unwrap();
+    r
+}
+
+fn used(m: &LanguageModel<f32>, w: WeightFormat) -> WeightFormat {
+    Sampler::new(m, &[[1usize]], &[0], SampleConfig::new(1).weights(w)).unwrap().weights_used()
+}
+
+fn sample_with(m: &LanguageModel<f32>, cfg: &SampleConfig, w: WeightFormat) -> Vec<rnnrs::Sampled> {
+    let prefixes = [vec![1usize, 2, 3], vec![4], vec![5, 6, 7, 8, 9]];
+    sample(m, &prefixes, &[11, 12, 13], &cfg.clone().weights(w)).unwrap()
+}
+
+#[test]
+fn float16_exact_weights_are_used_automatically_and_give_the_float32_bits() {
+    let cfgs = [SampleConfig::new(40), SampleConfig::new(40).temperature(0.7).top_p(0.9).repetition_penalty(1.3), SampleConfig::greedy(30)];
+    for m in [rounded_to_f16(&trained()), rounded_to_f16(&random(CellKind::Gru, None, 40, 20, 2))] {
+        assert_eq!(used(&m, WeightFormat::Auto), WeightFormat::F16);
+        assert_eq!(used(&m, WeightFormat::F32), WeightFormat::F32);
+        for cfg in &cfgs {
+            let want = sample_with(&m, cfg, WeightFormat::F32);
+            assert_eq!(sample_with(&m, cfg, WeightFormat::Auto), want, "{cfg:?}");
+            assert_eq!(sample_with(&m, cfg, WeightFormat::F16), want, "{cfg:?}");
+        }
+    }
+    // Ordinary float32 weights: the automatic mode keeps them (the default is unchanged).
+    let m = trained();
+    assert_eq!(used(&m, WeightFormat::Auto), WeightFormat::F32);
+    assert_eq!(used(&m, WeightFormat::F16), WeightFormat::F16);
+    assert_eq!(SampleConfig::new(3).weights, WeightFormat::Auto);
+    // float64 models never use float16 automatically.
+    let m64 = random::<f64>(CellKind::Lstm, Some(4), 10, 6, 1);
+    let s = Sampler::new(&m64, &[[1usize]], &[0], SampleConfig::new(2)).unwrap();
+    assert_eq!(s.weights_used(), WeightFormat::F32);
+}
+
+/// Lossy float16 storage of ordinary float32 weights: every reported log-probability is within
+/// this of the float32 model's own log-softmax (the weights change by at most 2^-11 relatively;
+/// the worst seen here is 3.5e-3, on the trained model, whose weights are the largest).
+const F16_LOGPROB_TOLERANCE: f64 = 1e-2;
+
+#[test]
+fn lossy_float16_weights_give_logprobs_close_to_float32() {
+    for m in [trained(), random(CellKind::Lstm, Some(16), 300, 64, 2)] {
+        let v = m.config().vocab_size;
+        let mut worst = 0.0f64;
+        for seed in 0..6u64 {
+            let prefix: Vec<usize> = (0..7).map(|i| (i * 5 + seed as usize * 3 + 1) % v).collect();
+            let got = sample(&m, &[&prefix], &[seed], &SampleConfig::new(25).weights(WeightFormat::F16)).unwrap().remove(0);
+            let mut ids = prefix.clone();
+            for (&t, &lp) in got.ids.iter().zip(&got.logprobs) {
+                let want = log_softmax(&last_logits(&m, &ids))[t];
+                worst = worst.max((lp - want).abs());
+                ids.push(t);
+            }
+        }
+        assert!(worst < F16_LOGPROB_TOLERANCE, "worst |logprob(f16) - logprob(f32)| = {worst}");
+        assert!(worst > 0.0, "float16 storage of float32 weights should change something");
+    }
+}
+
+#[test]
+fn the_float16_copy_follows_every_change_of_the_weights() {
+    let cfg = SampleConfig::new(20).temperature(0.8);
+    let fresh = |m: &LanguageModel<f32>| {
+        // A model with the same weights and no cached copy.
+        let mut r = LanguageModel::<f32>::new(m.config().clone(), 99).unwrap();
+        let sd = m.state_dict();
+        let views: Vec<_> = sd.iter().map(|(n, a)| (n.clone(), a.view())).collect();
+        r.load_state_dict(&views).unwrap();
+        r
+    };
+    // A training step between two samplings (lossy copy).
+    let mut m = trained();
+    let before = sample_with(&m, &cfg, WeightFormat::F16);
+    let mut opt = Optimizer::new(OptimizerConfig::sgd(0.5)).unwrap();
+    let x = Array2::from_shape_fn((6, 2), |(t, b)| (t + b) % 12);
+    let y = Array2::from_shape_fn((6, 2), |(t, b)| (t + 2 * b + 1) % 12);
+    m.train_step(x.view(), y.view(), None, None, &mut opt).unwrap();
+    let after = sample_with(&m, &cfg, WeightFormat::F16);
+    assert_ne!(after, before);
+    assert_eq!(after, sample_with(&fresh(&m), &cfg, WeightFormat::F16));
+    // Loading other (float16-exact) weights: the automatic copy is rebuilt from them.
+    let a = rounded_to_f16(&trained());
+    let mut b = rounded_to_f16(&random(CellKind::Lstm, Some(8), 12, 24, 2));
+    let _ = sample_with(&b, &cfg, WeightFormat::Auto);
+    let sd = a.state_dict();
+    let views: Vec<_> = sd.iter().map(|(n, v)| (n.clone(), v.view())).collect();
+    b.load_state_dict(&views).unwrap();
+    assert_eq!(sample_with(&b, &cfg, WeightFormat::Auto), sample_with(&a, &cfg, WeightFormat::F32));
+    // Weights changed through visit_mut, between two chunks of one streaming sampler: the second
+    // chunk uses the new weights (float32 and float16 runs agree because both sets are exact).
+    let run = |w: WeightFormat| {
+        let mut m = rounded_to_f16(&trained());
+        let mut s = Sampler::new(&m, &[[1usize, 2]], &[5], cfg.clone().weights(w)).unwrap();
+        s.advance(&m, 8).unwrap();
+        assert_eq!(s.weights_used(), if w == WeightFormat::F32 { WeightFormat::F32 } else { WeightFormat::F16 });
+        m.visit_mut(&mut |_, mut p, _| p.mapv_inplace(|x| f16::from_f32(x * 1.5).to_f32()));
+        s.advance(&m, 20).unwrap();
+        s.into_samples()
+    };
+    let streamed = run(WeightFormat::Auto);
+    assert_eq!(streamed, run(WeightFormat::F32));
+    assert_eq!(streamed, run(WeightFormat::F16));
+    let unchanged = sample(&rounded_to_f16(&trained()), &[[1usize, 2]], &[5], &cfg).unwrap();
+    assert_eq!(streamed[0].ids[..8], unchanged[0].ids[..8]);
+    assert_ne!(streamed[0].logprobs[8..], unchanged[0].logprobs[8..]);
+}
+
+#[test]
+fn bad_weight_formats_are_errors() {
+    let e = "bf16".parse::<WeightFormat>().unwrap_err();
+    assert_eq!(e.to_string(), "weights: expected one of \"auto\", \"f32\", \"f16\", got \"bf16\"");
+    for w in [WeightFormat::Auto, WeightFormat::F32, WeightFormat::F16] {
+        assert_eq!(w.name().parse::<WeightFormat>().unwrap(), w);
+    }
+    let m64 = random::<f64>(CellKind::Lstm, Some(4), 10, 6, 1);
+    let e = sample(&m64, &[[1usize]], &[0], &SampleConfig::new(2).weights(WeightFormat::F16)).unwrap_err();
+    assert!(matches!(e, Error::Invalid { .. }) && e.to_string().contains("float32 model"), "{e}");
+    // A weight beyond float16's range cannot be stored in float16.
+    let mut m = random::<f32>(CellKind::Lstm, Some(4), 10, 6, 1);
+    m.visit_mut(&mut |n, mut p, _| {
+        if n == "linear.weight" {
+            p[[0, 0]] = 1e5;
+        }
+    });
+    let e = sample(&m, &[[1usize]], &[0], &SampleConfig::new(2).weights(WeightFormat::F16)).unwrap_err();
+    assert!(e.to_string().contains("float16's range"), "{e}");
+    assert!(sample(&m, &[[1usize]], &[0], &SampleConfig::new(2)).is_ok());
 }
