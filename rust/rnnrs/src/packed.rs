@@ -56,14 +56,7 @@ fn as_f32_mut<F: Element>(s: &mut [F]) -> Option<&mut [f32]> {
 
 /// Whether this CPU runs the AVX-512 microkernel.
 fn has_kernel() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+    crate::activation::has_avx512()
 }
 
 impl<F: Element> PackedRhs<F> {
@@ -137,14 +130,19 @@ pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], 
     if let Start::Bias(bias) = start {
         assert_eq!(bias.len(), n, "packed product: bias length");
     }
-    let panels: Vec<&[f32]> = parts.iter().filter_map(|(_, b)| if let Repr::Panels(p) = &b.repr { Some(p.as_slice()) } else { None }).collect();
-    if panels.len() == parts.len() && m > 0 && n > 0 {
+    // Panels for every part (they are built for all `PackedRhs<f32>` or for none), gathered
+    // without allocating: this runs once per time step.
+    let mut a32 = [(&[][..], 0usize, &[][..]); 2];
+    let mut packed = 0;
+    for (slot, (a, b)) in a32.iter_mut().zip(parts) {
+        if let (Repr::Panels(p), Some(a)) = (&b.repr, as_f32(a)) {
+            *slot = (a, b.k, p.as_slice());
+            packed += 1;
+        }
+    }
+    if packed == parts.len() && m > 0 && n > 0 {
         #[cfg(target_arch = "x86_64")]
         {
-            let mut a32 = [(&[][..], 0usize, &[][..]); 2];
-            for (slot, ((a, b), p)) in a32.iter_mut().zip(parts.iter().zip(&panels)) {
-                *slot = (as_f32(a).expect("f32 panels"), b.k, *p);
-            }
             let start32 = match start {
                 Start::Zero => x86::Start::Zero,
                 Start::Accumulate => x86::Start::Accumulate,
