@@ -12,10 +12,6 @@ use rnnrs::{CellKind, LanguageModel, LanguageModelConfig, Optimizer, OptimizerCo
 use std::hint::black_box;
 use std::time::Duration;
 
-/// The allocator the Python extension uses (see `rust/rnnrs-py/src/lib.rs`).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// (name, cell, input, hidden, layers, bidirectional, batch, seq_len)
 type BenchConfig = (&'static str, CellKind, usize, usize, usize, bool, usize, usize);
 
