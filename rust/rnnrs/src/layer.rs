@@ -13,7 +13,7 @@ use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
 use crate::linalg::gemm;
-use crate::packed::{product, PackedRhs, Start};
+use crate::packed::{panel_bytes, product, PackedRhs, Start};
 use rayon::prelude::*;
 use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
@@ -621,16 +621,26 @@ fn dropout_mask<F: Element>(dim: (usize, usize), p: f64, stream: &[u64]) -> Arra
     Array2::from_shape_simple_fn(dim, || if rng::uniform(&mut r) < p { F::zero() } else { keep })
 }
 
-/// Sequences per block of the time loops. The batch is cut into blocks of this many rows (the last
-/// may be shorter) that step through time independently and in parallel: rows of a recurrence
-/// never interact. The cut depends only on the batch size, never on the thread count, so results
-/// are bit-identical for any number of threads. 16 rows keep the per-step product near the
-/// kernel's peak (measured with the packed kernel: one block of 32 rows per thread is no faster).
-const BLOCK_ROWS: usize = 16;
+/// Sequences per block of the time loops. The batch is cut into blocks of rows (the last may be
+/// shorter) that step through time independently and in parallel: rows of a recurrence never
+/// interact. The cut depends only on the batch size and the weights, never on the thread count, so
+/// results are bit-identical for any number of threads.
+///
+/// Each block streams the packed recurrent weights once per step. 16 rows keep the per-step
+/// product near the kernel's peak while the weights stay in L2; when they are larger than half of
+/// it (L: `W_hh` 4 MiB), 32-row blocks halve the traffic from L3 (Xeon, 2 MiB L2, L forward on 2
+/// threads: 257 → 239 ms).
+fn block_rows(weight_bytes: usize) -> usize {
+    if weight_bytes > crate::packed::l2_bytes() / 2 {
+        32
+    } else {
+        16
+    }
+}
 
-/// The blocks of rows `[start, end)` of a batch of `b` sequences.
-fn batch_blocks(b: usize) -> Vec<std::ops::Range<usize>> {
-    (0..b).step_by(BLOCK_ROWS).map(|s| s..(s + BLOCK_ROWS).min(b)).collect()
+/// The blocks of rows `[start, end)` of a batch of `b` sequences, `rows` each.
+fn batch_blocks(b: usize, rows: usize) -> Vec<std::ops::Range<usize>> {
+    (0..b).step_by(rows).map(|s| s..(s + rows).min(b)).collect()
 }
 
 /// Row-block access to a row-major matrix shared by the blocks of the time loop, each of which
@@ -712,14 +722,17 @@ fn dir_forward<F: Element>(
     // becomes the tape's gates. GRU needs `W_hn h + b_hn` apart (the reset gate scales it): it keeps
     // separate input (`+ b_ih`) and recurrent projections.
     //
-    // With the packed kernel, RNN and LSTM on dense inputs go one step further: each step computes
-    // `(b_ih + b_hh) + x_t·W_ihᵀ + h·W_hhᵀ` as one product of its rows, so the input projection
-    // never makes a separate pass over memory (inference keeps no `pre` at all).
+    // With the packed kernel, RNN and LSTM on dense inputs can go one step further: each step
+    // computes `(b_ih + b_hh) + x_t·W_ihᵀ + h·W_hhᵀ` as one product of its rows, so the input
+    // projection never makes a separate pass over memory (inference keeps no `pre` at all). That
+    // pays only while both weights stay in L2 (S); past it, streaming `W_ih` every step costs more
+    // than the pass it saves (Xeon, 2 MiB L2, M forward on 2 threads: 47 → 36 ms unfused).
     let fused = !gru;
     // `W_hhᵀ` packed once per call for the per-step products (see `packed`).
     let whh_t = PackedRhs::new(p.weight_hh.t());
+    let fuse_input = panel_bytes(p.weight_ih.ncols() + hs, gh) <= crate::packed::l2_bytes() / 2;
     let step_x = match input {
-        LayerInput::Dense(x) if fused && whh_t.is_packed() => {
+        LayerInput::Dense(x) if fused && whh_t.is_packed() && fuse_input => {
             Some((x.as_slice().expect("contiguous"), x.ncols(), PackedRhs::new(p.weight_ih.t())))
         }
         _ => None,
@@ -813,7 +826,7 @@ fn dir_forward<F: Element>(
         }
         (h_cur, c_cur)
     };
-    let finals: Vec<(Array2<F>, Array2<F>)> = batch_blocks(b).par_iter().map(run_block).collect();
+    let finals: Vec<(Array2<F>, Array2<F>)> = batch_blocks(b, block_rows(panel_bytes(hs, gh))).par_iter().map(run_block).collect();
     let (hl, cl): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let h_last = stack_rows(hl.into_iter(), b * hs);
     let c_last = lstm.then(|| stack_rows(cl.into_iter(), b * hs));
@@ -941,7 +954,7 @@ fn dir_backward<F: Element>(
         }
         (dh, dc)
     };
-    let finals: Vec<(Array2<F>, Array2<F>)> = batch_blocks(b).par_iter().map(run_block).collect();
+    let finals: Vec<(Array2<F>, Array2<F>)> = batch_blocks(b, block_rows(panel_bytes(hs, gh))).par_iter().map(run_block).collect();
     let (dhs, dcs): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let dh = stack_rows(dhs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)");
     let dc = lstm.then(|| stack_rows(dcs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)"));

@@ -59,6 +59,33 @@ fn has_kernel() -> bool {
     crate::activation::has_avx512()
 }
 
+/// The per-core L2 cache in bytes, read once from sysfs (`cpu0/cache/index2`; 1 MiB when that
+/// is not available). The time loops use it to keep their per-step weights cache-resident.
+pub(crate) fn l2_bytes() -> usize {
+    use std::sync::OnceLock;
+    static L2: OnceLock<usize> = OnceLock::new();
+    *L2.get_or_init(|| {
+        std::fs::read_to_string("/sys/devices/system/cpu/cpu0/cache/index2/size").ok().and_then(|s| parse_cache_size(&s)).unwrap_or(1 << 20)
+    })
+}
+
+/// A sysfs cache size such as `2048K` or `2M`, in bytes.
+fn parse_cache_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let (digits, unit) = match s.as_bytes().last()? {
+        b'K' => (&s[..s.len() - 1], 1 << 10),
+        b'M' => (&s[..s.len() - 1], 1 << 20),
+        b'G' => (&s[..s.len() - 1], 1 << 30),
+        _ => (s, 1),
+    };
+    digits.parse::<usize>().ok().filter(|&v| v > 0).map(|v| v * unit)
+}
+
+/// The bytes `PackedRhs::new` holds for a `(k, n)` float32 right-hand side.
+pub(crate) fn panel_bytes(k: usize, n: usize) -> usize {
+    n.div_ceil(NR) * k * NR * std::mem::size_of::<f32>()
+}
+
 impl<F: Element> PackedRhs<F> {
     /// Pack `b (k, n)` (any strides).
     pub(crate) fn new(b: ArrayView2<'_, F>) -> Self {
@@ -276,6 +303,16 @@ mod tests {
 
     fn naive(a: &Array2<f64>, b: &Array2<f64>) -> Array2<f64> {
         a.dot(b)
+    }
+
+    #[test]
+    fn cache_sizes_parse_as_sysfs_writes_them() {
+        assert_eq!(parse_cache_size("2048K\n"), Some(2 << 20));
+        assert_eq!(parse_cache_size("1M"), Some(1 << 20));
+        assert_eq!(parse_cache_size("512"), Some(512));
+        assert_eq!(parse_cache_size("K"), None);
+        assert_eq!(parse_cache_size("0K"), None);
+        assert!(l2_bytes() >= 1 << 10);
     }
 
     #[test]
