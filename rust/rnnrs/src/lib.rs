@@ -58,6 +58,7 @@ mod packed;
 pub mod rng;
 pub mod sample;
 pub mod seqmodel;
+mod crew;
 mod step_kernel;
 
 pub use cell::CellKind;

@@ -61,6 +61,7 @@
 //! [`Sampler::new`] allocates every buffer (states, projections, logits, per-sequence scratch and
 //! outputs sized for `length` tokens); stepping allocates nothing.
 
+use crate::crew::{with_crew, Crew};
 use crate::cell::{self, CellKind};
 use crate::element::Element;
 use crate::error::{invalid, Error, Result};
@@ -506,12 +507,19 @@ impl<F: Element> Sampler<F> {
             .unwrap_or(0);
         let (policy, v, half) = (&self.policy, self.dims.vocab, half.as_deref());
         if let [g] = &mut self.groups[..] {
-            for k in 0..steps {
-                if self.rows.iter().all(|r| r.done) {
-                    break;
+            let bytes = if half.is_some() { 2 } else { std::mem::size_of::<F>() };
+            let members = crew_members::<F>(self.rows.len(), g.stepper.streamed * bytes, steps);
+            let rows = &mut self.rows;
+            with_crew(members, |crew| {
+                let crew = (crew.members() > 1).then_some(crew);
+                for k in 0..steps {
+                    if rows.iter().all(|r| r.done) {
+                        break;
+                    }
+                    g.step(model, half, rows, 0, s + k, policy, v, true, crew)?;
                 }
-                g.step(model, half, &mut self.rows, 0, s + k, policy, v, true)?;
-            }
+                Ok::<(), Error>(())
+            })?;
         } else {
             // Groups of rows are independent: each runs all its steps on its own thread, with no
             // synchronisation (each row's arithmetic is the same as in any other grouping).
@@ -525,7 +533,7 @@ impl<F: Element> Sampler<F> {
                         if rows.iter().all(|r| r.done) {
                             break;
                         }
-                        g.step(model, half, rows, gi * per_group, s + k, policy, v, false)?;
+                        g.step(model, half, rows, gi * per_group, s + k, policy, v, false, None)?;
                     }
                     Ok(())
                 })
@@ -623,6 +631,7 @@ impl<F: Element> Group<F> {
         policy: &Policy,
         v: usize,
         parallel: bool,
+        crew: Option<&Crew>,
     ) -> Result<()> {
         for (inp, r) in self.inputs.iter_mut().zip(rows.iter()) {
             let p = r.prefix.len();
@@ -633,7 +642,7 @@ impl<F: Element> Group<F> {
                 r.ids.get(s - p).or(r.ids.last()).copied().unwrap_or(r.prefix[p - 1])
             };
         }
-        self.stepper.step(model, half, &self.inputs, parallel)?;
+        self.stepper.step(model, half, &self.inputs, parallel, crew)?;
         let logits = &self.stepper.logits[..rows.len() * v];
         let pick = |(lg, row): (&[F], &mut Row<F>)| {
             if !row.done && s + 1 >= row.prefix.len() {
@@ -935,7 +944,7 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     let half = half_for(model, WeightFormat::Auto)?;
     let half = half.as_deref();
     for &t in prefix {
-        st.step(model, half, &[t], true)?;
+        st.step(model, half, &[t], true, None)?;
     }
     st.broadcast_row0(rows, v);
     let mut scores = vec![0.0f64; width];
@@ -952,7 +961,7 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     let mut live = 1;
     for t in 0..length {
         if t > 0 {
-            st.step(model, half, &inputs, true)?;
+            st.step(model, half, &inputs, true, None)?;
         }
         cands.clear();
         for (b, &score) in scores[..live].iter().enumerate() {
@@ -1047,6 +1056,22 @@ const EXACT_HALF_MAX_ROWS: usize = 4;
 /// second thread costs more to wake than it saves (see `step_kernel::affine_f32`).
 const SPLIT_STREAMED_BYTES: usize = 16 << 20;
 
+/// Few-row sampling of float32 models streaming at least this many bytes of weights per step
+/// runs with a [`Crew`] (below it the weights stay in one core's cache and a handoff per product
+/// costs more than it saves).
+const CREW_MIN_BYTES: usize = 1 << 20;
+
+/// The crew for `steps` steps of `rows` rows streaming `bytes` per step: one member per rayon
+/// thread (at most 8), or 1 (no helpers) for float64, batches, short runs and small models.
+fn crew_members<F: Element>(rows: usize, bytes: usize, steps: usize) -> usize {
+    let f32_model = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
+    if f32_model && rows < EXACT_HALF_MAX_ROWS && steps >= 8 && bytes >= CREW_MIN_BYTES {
+        rayon::current_num_threads().min(8)
+    } else {
+        1
+    }
+}
+
 impl<F: Element> Stepper<F> {
     fn new(model: &LanguageModel<F>, rows: usize) -> Self {
         let c = model.config();
@@ -1079,8 +1104,9 @@ impl<F: Element> Stepper<F> {
 
     /// Feed `inputs[i]` to row `i` (rows `0..inputs.len()`): update the states, compute the logits.
     /// With `half` (made from `model`, float32 models only), the weight matrices are read from it.
-    /// `parallel`: products may be split over threads (else this runs on one of several).
-    fn step(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>, inputs: &[usize], parallel: bool) -> Result<()> {
+    /// `parallel`: products may be split over threads (else this runs on one of several); by
+    /// `crew` when there is one and the step has few rows.
+    fn step(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>, inputs: &[usize], parallel: bool, crew: Option<&Crew>) -> Result<()> {
         let b = inputs.len();
         debug_assert!(b <= self.rows);
         let cfg = model.config();
@@ -1092,10 +1118,11 @@ impl<F: Element> Stepper<F> {
         // float32 weights save the widening.
         let half = half.filter(|h| !(h.exact && b >= EXACT_HALF_MAX_ROWS));
         let bytes = if half.is_some() { 2 } else { std::mem::size_of::<F>() };
-        let split = match (parallel, self.streamed * bytes >= SPLIT_STREAMED_BYTES) {
-            (false, _) => Split::Never,
-            (true, true) => Split::Always,
-            (true, false) => Split::Batches,
+        let split = match (parallel, crew, self.streamed * bytes >= SPLIT_STREAMED_BYTES) {
+            (false, ..) => Split::Never,
+            (true, Some(crew), _) if b < EXACT_HALF_MAX_ROWS => Split::Crew(crew),
+            (true, _, true) => Split::Always,
+            (true, _, false) => Split::Batches,
         };
         for l in 0..cfg.num_layers {
             let p = model.rnn().dir_params(l, 0);
@@ -1250,7 +1277,7 @@ fn affine<F: Element>(x: &[F], k: usize, w: Mat<'_, F>, bias: &[F], out: &mut [F
     // Outputs are produced feature-major `(n, b)`: for b = 1 that is `out` itself.
     let out_t: &mut [F] = if b == 1 { &mut *out } else { &mut tmp[..b * n] };
     let threads = rayon::current_num_threads();
-    if threads > 1 && b * n * k >= PARALLEL_MIN_WORK && split != Split::Never {
+    if threads > 1 && b * n * k >= PARALLEL_MIN_WORK && !matches!(split, Split::Never) {
         let chunk = n.div_ceil(threads).next_multiple_of(8).min(n);
         out_t.par_chunks_mut(chunk * b).zip(w.par_chunks(chunk * k)).zip(bias.par_chunks(chunk)).for_each(|((o, wc), bc)| {
             affine_t(x, b, k, wc, bc, o);

@@ -20,6 +20,7 @@
 
 #![allow(clippy::needless_range_loop)] // index loops over lanes and blocks read most clearly here
 
+use crate::crew::{share, Crew};
 use half::f16;
 use rayon::prelude::*;
 
@@ -483,8 +484,8 @@ fn kernel<W: Weight>() -> Kernel<W> {
 
 /// Which products [`affine_f32`] splits over the rayon threads (by output columns), among those
 /// with enough work.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Split {
+#[derive(Clone, Copy)]
+pub(crate) enum Split<'a> {
     /// None (the caller already runs on one of several threads).
     Never,
     /// Products of at least 4 rows (compute-bound). Waking a second thread costs ~10 µs per
@@ -493,6 +494,8 @@ pub(crate) enum Split {
     Batches,
     /// Every product (batch 1 with weights beyond the cache: two threads are faster for 23 MB).
     Always,
+    /// Every product, by a [`Crew`]: member `m` always computes the same columns.
+    Crew(&'a Crew),
 }
 
 /// `out (b, n) = x (b, k) · wᵀ + bias`, `w (n, k)` row-major; bit-identical per row for any `b`,
@@ -517,6 +520,15 @@ fn affine_with<W: Weight>(kern: Kernel<W>, x: &[f32], k: usize, w: &[W], bias: &
         Split::Never => false,
         Split::Batches => b >= R,
         Split::Always => true,
+        Split::Crew(crew) => {
+            crew.run(&|m| {
+                let (j0, j1) = share(n, crew.members(), m, J);
+                if j0 < j1 {
+                    kern(x, k, w, bias, n, j0, j1, &o)
+                }
+            });
+            return;
+        }
     };
     if threads > 1 && b * n * k >= PARALLEL_MIN_WORK && split {
         let chunk = n.div_ceil(threads).next_multiple_of(J).min(n);

@@ -239,6 +239,30 @@ fn results_do_not_depend_on_the_number_of_threads() {
 }
 
 #[test]
+fn one_sequence_gives_the_same_tokens_with_a_crew_of_any_size() {
+    // 2.3 MB of float32 weights per step (1.2 MB as float16): one sequence on several threads
+    // runs with a crew, each member computing its own columns of every product.
+    let m = random::<f32>(CellKind::Lstm, Some(64), 1000, 256, 1);
+    for weights in [WeightFormat::F32, WeightFormat::F16] {
+        let cfg = SampleConfig::new(40).temperature(0.8).weights(weights);
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut s = Sampler::new(&m, &[vec![3usize, 1, 4]], &[9], cfg.clone()).unwrap();
+                s.advance(&m, 25).unwrap();
+                s.advance(&m, 15).unwrap();
+                s.into_samples()
+            })
+        };
+        let base = run(1);
+        assert_eq!(base[0].ids.len(), 40);
+        for t in [2, 3, 4] {
+            assert_eq!(run(t), base, "{weights:?}, {t} threads");
+        }
+    }
+}
+
+#[test]
 fn top_k_and_top_p_only_emit_allowed_tokens() {
     let m = random::<f64>(CellKind::Lstm, Some(6), 40, 16, 1);
     for (k, p, temp) in [(Some(3), None, 1.0), (None, Some(0.5), 1.0), (Some(10), Some(0.6), 0.7), (None, Some(0.3), 2.0)] {
