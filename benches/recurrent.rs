@@ -33,6 +33,8 @@ fn forward_flops(cfg: &RecurrentConfig, tokens: usize) -> f64 {
 }
 
 fn recurrent(c: &mut Criterion) {
+    // As the Python extension does on import.
+    rnnrs::allocator::tune_glibc_malloc();
     let mut group = c.benchmark_group("recurrent");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for &(name, cell, input, hidden, layers, bidi, batch, steps) in CONFIGS {
@@ -57,6 +59,7 @@ fn recurrent(c: &mut Criterion) {
 }
 
 fn train_step(c: &mut Criterion) {
+    rnnrs::allocator::tune_glibc_malloc();
     let mut group = c.benchmark_group("train_step");
     group.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
     for (name, cell) in [("lstm", CellKind::Lstm), ("gru", CellKind::Gru), ("rnn", CellKind::RnnTanh)] {

@@ -29,6 +29,8 @@ mod _rnnrs {
 
     #[pymodule_init]
     fn init(m: &Bound<'_, PyModule>) -> PyResult<()> {
+        // Keep freed buffers for the next call (see `rnnrs::allocator`).
+        rnnrs::allocator::tune_glibc_malloc();
         m.add("MAX_SEQUENCES", rnnrs::sample::MAX_SEQUENCES)?;
         m.add("MAX_TOKENS", rnnrs::sample::MAX_TOKENS)?;
         m.add("__version__", env!("CARGO_PKG_VERSION"))
