@@ -428,6 +428,36 @@ mod tests {
     }
 
     #[test]
+    fn panels_give_the_bits_of_one_fused_multiply_add_loop_per_output() {
+        // More rows than a group of tiles and deeper than one pass over a panel, in both parts.
+        let (m, k1, k2, n) = (53, 140, 300, 70);
+        let val = |r: usize, c: usize, s: usize| ((r * 7919 + c * s) % 1000) as f32 / 997.0 - 0.5;
+        let a1 = Array2::from_shape_fn((m, k1), |(i, j)| val(i, j, 104_729));
+        let a2 = Array2::from_shape_fn((m, k2), |(i, j)| val(i, j, 1_299_709));
+        let b1 = Array2::from_shape_fn((k1, n), |(i, j)| val(j, i, 15_485_863));
+        let b2 = Array2::from_shape_fn((k2, n), |(i, j)| val(i, j, 32_452_843));
+        let bias: Vec<f32> = (0..n).map(|j| j as f32 / 64.0).collect();
+        let (p1, p2) = (PackedRhs::new(b1.view()), PackedRhs::new(b2.t().t()));
+        if !p1.is_packed() {
+            return; // no AVX-512: the general kernel sums in its own order
+        }
+        let mut c = vec![f32::NAN; m * n];
+        product(&[(a1.as_slice().unwrap(), &p1), (a2.as_slice().unwrap(), &p2)], &mut c, Start::Bias(&bias));
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                for q in 0..k1 {
+                    acc = a1[[i, q]].mul_add(b1[[q, j]], acc);
+                }
+                for q in 0..k2 {
+                    acc = a2[[i, q]].mul_add(b2[[q, j]], acc);
+                }
+                assert_eq!(c[i * n + j].to_bits(), (bias[j] + acc).to_bits(), "({i}, {j})");
+            }
+        }
+    }
+
+    #[test]
     fn a_rows_result_does_not_depend_on_the_other_rows() {
         let (m, k, n) = (23, 256, 200);
         let a = Array2::from_shape_fn((m, k), |(i, j)| ((i * 7919 + j * 104_729) % 1000) as f32 / 997.0 - 0.5);
