@@ -31,6 +31,12 @@
 //! MB); with glibc's default settings these are returned to the OS on free and faulted in again on
 //! the next call. [`allocator::tune_glibc_malloc`] keeps them (S forward+backward on two threads:
 //! 6.0 → 4.2 ms); the Python extension calls it on import.
+//!
+//! Sampling one to three sequences of a float32 model whose weights exceed 1 MiB starts, for the
+//! call, one helper thread per further rayon thread: each thread always computes the same columns
+//! of every product, so its share of the weights stays in its own L2 from token to token
+//! (2-core Xeon, H=256, float16 weights: 0.189 → 0.078 ms per token). The tokens are the same
+//! for any number of threads.
 
 pub mod allocator;
 pub mod activation;
