@@ -85,8 +85,14 @@ def flops(cell, inp, hid, layers, bidi, batch, seq):
     return sum(2 * GATES[cell] * hid * ((inp if l == 0 else d * hid) + hid) * d * batch * seq for l in range(layers))
 
 
-def median_ms(fn, reps):
+def median_ms(fn, reps, min_block_s=0.25):
+    """Times (ms) of at least `reps` calls, and of as many more (up to 200) as fill `min_block_s`:
+    fast configurations get enough samples for their median to stand against the machine's noise."""
+    t0 = time.perf_counter()
     fn()  # warm-up
+    warm = time.perf_counter() - t0
+    if min_block_s > 0:
+        reps = max(reps, min(200, int(min_block_s / max(warm, 1e-6))))
     times = []
     for _ in range(reps):
         t0 = time.perf_counter()
@@ -305,7 +311,7 @@ def main():
             times = {lib: [] for lib in fns}
             for _ in range(ARGS.rounds):
                 for lib, fn in fns.items():
-                    times[lib] += median_ms(fn, 1 if lib == "numpy" else ARGS.reps)
+                    times[lib] += median_ms(fn, 1, 0) if lib == "numpy" else median_ms(fn, ARGS.reps)
             med = {lib: statistics.median(t) for lib, t in times.items()}
             f = flops(*CONFIGS[name]) * (3 if mode == "fwdbwd" else 1)
             report({"config": name, "mode": mode, "threads": ARGS.threads, **med, "gflops": f / 1e6 / med["rnnrs"]})
