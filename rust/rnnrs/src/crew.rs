@@ -20,7 +20,8 @@ type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
 /// Shared state of a crew (see [`with_crew`]).
 pub(crate) struct Crew {
-    members: usize,
+    /// Fixed once the helpers are started (before the first job).
+    members: AtomicUsize,
     /// Bumped (Release) by the leader after it stores a job; members wait for it to change.
     epoch: AtomicUsize,
     /// Member completions, counted over the crew's life.
@@ -50,19 +51,20 @@ fn backoff(spins: &mut u32) {
 impl Crew {
     /// Number of members, the calling thread included.
     pub(crate) fn members(&self) -> usize {
-        self.members
+        self.members.load(Ordering::Relaxed)
     }
 
     /// Run `f(m)` on every member `m` (the caller is member 0) and return when all are done.
     pub(crate) fn run(&self, f: &(dyn Fn(usize) + Sync)) {
-        if self.members == 1 {
+        let members = self.members();
+        if members == 1 {
             return f(0);
         }
         // SAFETY: no member reads `job` now (every completion of the last epoch was seen), and
         // this call does not return before every member has finished with it, so extending the
         // borrow's lifetime for the members is sound.
         unsafe { *self.job.get() = Some(std::mem::transmute::<Job<'_>, Job<'static>>(f)) };
-        let target = self.done.load(Ordering::Relaxed) + self.members - 1;
+        let target = self.done.load(Ordering::Relaxed) + members - 1;
         self.epoch.fetch_add(1, Ordering::Release);
         let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
         let mut spins = 0;
@@ -111,26 +113,33 @@ impl Drop for Dismiss<'_> {
     }
 }
 
-/// Run `f` with a crew of `members` threads (the caller and `members - 1` helpers started for
-/// this call and joined before it returns). A crew of one starts nothing and allocates nothing.
+/// Run `f` with a crew of up to `members` threads: the caller and helpers started for this call
+/// and joined before it returns (fewer if the system cannot start them). A crew of one starts
+/// nothing and allocates nothing.
 pub(crate) fn with_crew<T>(members: usize, f: impl FnOnce(&Crew) -> T) -> T {
     let crew = Crew {
-        members: members.max(1),
+        members: AtomicUsize::new(members.max(1)),
         epoch: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
         quit: AtomicBool::new(false),
         panicked: AtomicBool::new(false),
         job: UnsafeCell::new(None),
     };
-    if crew.members == 1 {
+    if crew.members() == 1 {
         return f(&crew);
     }
     std::thread::scope(|s| {
-        for m in 1..crew.members {
-            let crew = &crew;
-            s.spawn(move || crew.serve(m));
-        }
         let _dismiss = Dismiss(&crew);
+        let mut started = 1;
+        for m in 1..crew.members() {
+            let c = &crew;
+            if std::thread::Builder::new().name("rnnrs-crew".into()).spawn_scoped(s, move || c.serve(m)).is_err() {
+                break;
+            }
+            started += 1;
+        }
+        // Published to the helpers by the first job's epoch bump (Release).
+        crew.members.store(started, Ordering::Relaxed);
         f(&crew)
     })
 }

@@ -1062,11 +1062,13 @@ const SPLIT_STREAMED_BYTES: usize = 16 << 20;
 const CREW_MIN_BYTES: usize = 1 << 20;
 
 /// The crew for `steps` steps of `rows` rows streaming `bytes` per step: one member per rayon
-/// thread (at most 8), or 1 (no helpers) for float64, batches, short runs and small models.
+/// thread (at most one per core, and 8), or 1 (no helpers) for float64, batches, short runs and
+/// small models.
 fn crew_members<F: Element>(rows: usize, bytes: usize, steps: usize) -> usize {
     let f32_model = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
     if f32_model && rows < EXACT_HALF_MAX_ROWS && steps >= 8 && bytes >= CREW_MIN_BYTES {
-        rayon::current_num_threads().min(8)
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        rayon::current_num_threads().min(cores).min(8)
     } else {
         1
     }

@@ -241,7 +241,8 @@ fn results_do_not_depend_on_the_number_of_threads() {
 #[test]
 fn one_sequence_gives_the_same_tokens_with_a_crew_of_any_size() {
     // 2.3 MB of float32 weights per step (1.2 MB as float16): one sequence on several threads
-    // runs with a crew, each member computing its own columns of every product.
+    // runs with a crew, each member computing its own columns of every product (one member per
+    // thread, at most one per core).
     let m = random::<f32>(CellKind::Lstm, Some(64), 1000, 256, 1);
     for weights in [WeightFormat::F32, WeightFormat::F16] {
         let cfg = SampleConfig::new(40).temperature(0.8).weights(weights);
