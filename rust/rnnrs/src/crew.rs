@@ -12,14 +12,22 @@
 //! for any crew size.
 
 use std::cell::UnsafeCell;
+use std::marker::PhantomData;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 /// The work of one product: called once per member with the member's index.
 type Job<'a> = &'a (dyn Fn(usize) + Sync);
 
-/// Shared state of a crew (see [`with_crew`]).
-pub(crate) struct Crew {
+/// The leader's handle on a crew (see [`with_crew`]): only the thread that started the crew can
+/// hand out work, one product at a time (the handle is neither `Send` nor `Sync`).
+pub(crate) struct Crew<'s> {
+    state: &'s State,
+    _leader_only: PhantomData<*const ()>,
+}
+
+/// What the leader and the members share.
+struct State {
     /// Fixed once the helpers are started (before the first job).
     members: AtomicUsize,
     /// Bumped (Release) by the leader after it stores a job; members wait for it to change.
@@ -32,10 +40,11 @@ pub(crate) struct Crew {
     job: UnsafeCell<Option<Job<'static>>>,
 }
 
-// SAFETY: `job` is written only by the leader while no member reads it (between the last
-// completion of one epoch and the bump of the next) and read by members only after the bump
-// (Acquire), so the accesses never race.
-unsafe impl Sync for Crew {}
+// SAFETY: `job` is written only by the leader — through its `Crew` handle, which cannot leave its
+// thread, one `run` at a time — while no member reads it (between the last completion of one epoch
+// and the bump of the next), and read by members only after the bump (Acquire), so the accesses
+// never race.
+unsafe impl Sync for State {}
 
 /// Spin, then yield: members wait a few microseconds between the products of a token, and a
 /// yielding wait keeps an oversubscribed machine moving.
@@ -48,35 +57,49 @@ fn backoff(spins: &mut u32) {
     }
 }
 
-impl Crew {
+impl Crew<'_> {
     /// Number of members, the calling thread included.
     pub(crate) fn members(&self) -> usize {
-        self.members.load(Ordering::Relaxed)
+        self.state.members.load(Ordering::Relaxed)
     }
 
     /// Run `f(m)` on every member `m` (the caller is member 0) and return when all are done.
     pub(crate) fn run(&self, f: &(dyn Fn(usize) + Sync)) {
         let members = self.members();
+        let st = self.state;
         if members == 1 {
             return f(0);
         }
         // SAFETY: no member reads `job` now (every completion of the last epoch was seen), and
         // this call does not return before every member has finished with it, so extending the
         // borrow's lifetime for the members is sound.
-        unsafe { *self.job.get() = Some(std::mem::transmute::<Job<'_>, Job<'static>>(f)) };
-        let target = self.done.load(Ordering::Relaxed) + members - 1;
-        self.epoch.fetch_add(1, Ordering::Release);
+        unsafe { *st.job.get() = Some(std::mem::transmute::<Job<'_>, Job<'static>>(f)) };
+        let target = st.done.load(Ordering::Relaxed) + members - 1;
+        st.epoch.fetch_add(1, Ordering::Release);
         let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
         let mut spins = 0;
-        while self.done.load(Ordering::Acquire) != target {
+        while st.done.load(Ordering::Acquire) != target {
             backoff(&mut spins);
         }
+        // SAFETY: every member is done with the job (as above).
+        unsafe { *st.job.get() = None };
         if let Err(e) = mine {
             std::panic::resume_unwind(e);
         }
-        assert!(!self.panicked.load(Ordering::Acquire), "a crew member panicked");
+        assert!(!st.panicked.load(Ordering::Acquire), "a crew member panicked");
     }
+}
 
+/// Counts a member's completion however its job ends.
+struct Completion<'a>(&'a AtomicUsize);
+
+impl Drop for Completion<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::Release);
+    }
+}
+
+impl State {
     fn serve(&self, me: usize) {
         let mut seen = 0;
         loop {
@@ -95,16 +118,16 @@ impl Crew {
             // SAFETY: the leader stored the job before this epoch's bump (seen with Acquire)
             // and keeps it alive until this member's completion below.
             let job = unsafe { (*self.job.get()).expect("a job for this epoch") };
+            let _completion = Completion(&self.done);
             if catch_unwind(AssertUnwindSafe(|| job(me))).is_err() {
                 self.panicked.store(true, Ordering::Release);
             }
-            self.done.fetch_add(1, Ordering::Release);
         }
     }
 }
 
 /// Stops the members when the leader leaves [`with_crew`], by return or by panic.
-struct Dismiss<'a>(&'a Crew);
+struct Dismiss<'a>(&'a State);
 
 impl Drop for Dismiss<'_> {
     fn drop(&mut self) {
@@ -116,8 +139,8 @@ impl Drop for Dismiss<'_> {
 /// Run `f` with a crew of up to `members` threads: the caller and helpers started for this call
 /// and joined before it returns (fewer if the system cannot start them). A crew of one starts
 /// nothing and allocates nothing.
-pub(crate) fn with_crew<T>(members: usize, f: impl FnOnce(&Crew) -> T) -> T {
-    let crew = Crew {
+pub(crate) fn with_crew<T>(members: usize, f: impl FnOnce(&Crew<'_>) -> T) -> T {
+    let state = State {
         members: AtomicUsize::new(members.max(1)),
         epoch: AtomicUsize::new(0),
         done: AtomicUsize::new(0),
@@ -125,21 +148,22 @@ pub(crate) fn with_crew<T>(members: usize, f: impl FnOnce(&Crew) -> T) -> T {
         panicked: AtomicBool::new(false),
         job: UnsafeCell::new(None),
     };
+    let crew = Crew { state: &state, _leader_only: PhantomData };
     if crew.members() == 1 {
         return f(&crew);
     }
     std::thread::scope(|s| {
-        let _dismiss = Dismiss(&crew);
+        let _dismiss = Dismiss(&state);
         let mut started = 1;
         for m in 1..crew.members() {
-            let c = &crew;
-            if std::thread::Builder::new().name("rnnrs-crew".into()).spawn_scoped(s, move || c.serve(m)).is_err() {
+            let st = &state;
+            if std::thread::Builder::new().name("rnnrs-crew".into()).spawn_scoped(s, move || st.serve(m)).is_err() {
                 break;
             }
             started += 1;
         }
         // Published to the helpers by the first job's epoch bump (Release).
-        crew.members.store(started, Ordering::Relaxed);
+        state.members.store(started, Ordering::Relaxed);
         f(&crew)
     })
 }

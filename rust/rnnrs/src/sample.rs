@@ -631,7 +631,7 @@ impl<F: Element> Group<F> {
         policy: &Policy,
         v: usize,
         parallel: bool,
-        crew: Option<&Crew>,
+        crew: Option<&Crew<'_>>,
     ) -> Result<()> {
         for (inp, r) in self.inputs.iter_mut().zip(rows.iter()) {
             let p = r.prefix.len();
@@ -1108,7 +1108,7 @@ impl<F: Element> Stepper<F> {
     /// With `half` (made from `model`, float32 models only), the weight matrices are read from it.
     /// `parallel`: products may be split over threads (else this runs on one of several); by
     /// `crew` when there is one and the step has few rows.
-    fn step(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>, inputs: &[usize], parallel: bool, crew: Option<&Crew>) -> Result<()> {
+    fn step(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>, inputs: &[usize], parallel: bool, crew: Option<&Crew<'_>>) -> Result<()> {
         let b = inputs.len();
         debug_assert!(b <= self.rows);
         let cfg = model.config();

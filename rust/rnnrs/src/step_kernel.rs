@@ -495,7 +495,7 @@ pub(crate) enum Split<'a> {
     /// Every product (batch 1 with weights beyond the cache: two threads are faster for 23 MB).
     Always,
     /// Every product, by a [`Crew`]: member `m` always computes the same columns.
-    Crew(&'a Crew),
+    Crew(&'a Crew<'a>),
 }
 
 /// `out (b, n) = x (b, k) · wᵀ + bias`, `w (n, k)` row-major; bit-identical per row for any `b`,
@@ -521,8 +521,9 @@ fn affine_with<W: Weight>(kern: Kernel<W>, x: &[f32], k: usize, w: &[W], bias: &
         Split::Batches => b >= R,
         Split::Always => true,
         Split::Crew(crew) => {
+            let members = crew.members();
             crew.run(&|m| {
-                let (j0, j1) = share(n, crew.members(), m, J);
+                let (j0, j1) = share(n, members, m, J);
                 if j0 < j1 {
                     kern(x, k, w, bias, n, j0, j1, &o)
                 }
