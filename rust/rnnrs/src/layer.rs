@@ -779,7 +779,7 @@ fn dir_forward<F: Element>(
             if let Some((x, width, wih_t)) = &step_x {
                 let parts = [(block(x, ti * b + b0, n, *width), wih_t), (h_cur.as_slice().expect("contiguous"), &whh_t)];
                 product(&parts, pre_rows, Start::Bias(pre_bias));
-            } else {
+            } else if !fused {
                 for row in pre_rows.chunks_exact_mut(gh) {
                     for (v, &bias) in row.iter_mut().zip(pre_bias) {
                         *v = bias + *v;
@@ -789,7 +789,8 @@ fn dir_forward<F: Element>(
             let (xw_in, hw_in, g_out): (&[F], &[F], &mut [F]) = if step_x.is_some() {
                 (&[], &[], pre_rows)
             } else if fused {
-                whh_t.mul(h_cur.as_slice().expect("contiguous"), pre_rows, true);
+                // `pre + (b_ih + b_hh) + h·W_hhᵀ`, the bias added as the product stores its sums.
+                product(&[(h_cur.as_slice().expect("contiguous"), &whh_t)], pre_rows, Start::AccumulateBias(pre_bias));
                 (&[], &[], pre_rows)
             } else {
                 hw.rows_mut().into_iter().for_each(|mut r| r.assign(&p.bias_hh));
