@@ -199,7 +199,7 @@ pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], 
                 F::one()
             }
             (0, Start::AccumulateBias(bias)) => {
-                cv.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(bias).for_each(|(v, &bb)| *v = *v + bb));
+                cv.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(bias).for_each(|(v, &bb)| *v += bb));
                 F::one()
             }
             _ => F::one(),
