@@ -13,7 +13,7 @@ use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
 use crate::linalg::gemm;
-use crate::packed::{panel_bytes, product, PackedRhs, Start};
+use crate::packed::{fits_half_l2, panel_bytes, product, PackedRhs, Start};
 use rayon::prelude::*;
 use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
@@ -631,10 +631,10 @@ fn dropout_mask<F: Element>(dim: (usize, usize), p: f64, stream: &[u64]) -> Arra
 /// it (L: `W_hh` 4 MiB), 32-row blocks halve the traffic from L3 (Xeon, 2 MiB L2, L forward on 2
 /// threads: 257 → 239 ms).
 fn block_rows(weight_bytes: usize) -> usize {
-    if weight_bytes > crate::packed::l2_bytes() / 2 {
-        32
-    } else {
+    if fits_half_l2(weight_bytes) {
         16
+    } else {
+        32
     }
 }
 
@@ -730,7 +730,7 @@ fn dir_forward<F: Element>(
     let fused = !gru;
     // `W_hhᵀ` packed once per call for the per-step products (see `packed`).
     let whh_t = PackedRhs::new(p.weight_hh.t());
-    let fuse_input = panel_bytes(p.weight_ih.ncols() + hs, gh) <= crate::packed::l2_bytes() / 2;
+    let fuse_input = fits_half_l2(panel_bytes(p.weight_ih.ncols() + hs, gh));
     let step_x = match input {
         LayerInput::Dense(x) if fused && whh_t.is_packed() && fuse_input => {
             Some((x.as_slice().expect("contiguous"), x.ncols(), PackedRhs::new(p.weight_ih.t())))

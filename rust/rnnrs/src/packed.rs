@@ -82,6 +82,12 @@ fn parse_cache_size(s: &str) -> Option<usize> {
     digits.parse::<usize>().ok().filter(|&v| v > 0).map(|v| v * unit)
 }
 
+/// Whether `bytes` of per-step weights fit in half the L2, leaving the other half for the rows
+/// and results that pass through it with them.
+pub(crate) fn fits_half_l2(bytes: usize) -> bool {
+    bytes <= l2_bytes() / 2
+}
+
 /// The bytes `PackedRhs::new` holds for a `(k, n)` float32 right-hand side.
 pub(crate) fn panel_bytes(k: usize, n: usize) -> usize {
     n.div_ceil(NR) * k * NR * std::mem::size_of::<f32>()

@@ -1107,7 +1107,7 @@ impl<F: Element> Stepper<F> {
     /// Feed `inputs[i]` to row `i` (rows `0..inputs.len()`): update the states, compute the logits.
     /// With `half` (made from `model`, float32 models only), the weight matrices are read from it.
     /// `parallel`: products may be split over threads (else this runs on one of several); by
-    /// `crew` when there is one and the step has few rows.
+    /// `crew` when there is one (only few-row samplers have one, see `crew_members`).
     fn step(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>, inputs: &[usize], parallel: bool, crew: Option<&Crew<'_>>) -> Result<()> {
         let b = inputs.len();
         debug_assert!(b <= self.rows);
@@ -1122,7 +1122,7 @@ impl<F: Element> Stepper<F> {
         let bytes = if half.is_some() { 2 } else { std::mem::size_of::<F>() };
         let split = match (parallel, crew, self.streamed * bytes >= SPLIT_STREAMED_BYTES) {
             (false, ..) => Split::Never,
-            (true, Some(crew), _) if b < EXACT_HALF_MAX_ROWS => Split::Crew(crew),
+            (true, Some(crew), _) => Split::Crew(crew),
             (true, _, true) => Split::Always,
             (true, _, false) => Split::Batches,
         };

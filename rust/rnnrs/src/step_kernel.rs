@@ -532,8 +532,12 @@ fn affine_with<W: Weight>(kern: Kernel<W>, x: &[f32], k: usize, w: &[W], bias: &
         }
     };
     if threads > 1 && b * n * k >= PARALLEL_MIN_WORK && split {
-        let chunk = n.div_ceil(threads).next_multiple_of(J).min(n);
-        (0..n.div_ceil(chunk)).into_par_iter().for_each(|c| kern(x, k, w, bias, n, c * chunk, ((c + 1) * chunk).min(n), &o));
+        (0..threads).into_par_iter().for_each(|m| {
+            let (j0, j1) = share(n, threads, m, J);
+            if j0 < j1 {
+                kern(x, k, w, bias, n, j0, j1, &o)
+            }
+        });
     } else {
         kern(x, k, w, bias, n, 0, n, &o);
     }
