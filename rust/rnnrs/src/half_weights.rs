@@ -15,6 +15,7 @@
 //! [`LanguageModel::rnn_mut`]), the only ways its weights can change. A copy can therefore never
 //! be stale.
 
+use crate::aligned::Aligned;
 use crate::element::Element;
 use crate::error::{invalid, Result};
 use crate::model::LanguageModel;
@@ -24,12 +25,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// The float16 weights of one model, in the same row-major `(out, in)` layout as the originals.
 #[derive(Debug)]
 pub(crate) struct HalfWeights {
-    /// Per layer `weight_ih` (empty for layer 0 of a one-hot model).
-    pub ih: Vec<Vec<f16>>,
+    /// Per layer `weight_ih` (empty for layer 0 of a one-hot model). Every matrix starts on a
+    /// cache line ([`Aligned`]).
+    pub ih: Vec<Aligned<f16>>,
     /// Per layer `weight_hh`.
-    pub hh: Vec<Vec<f16>>,
+    pub hh: Vec<Aligned<f16>>,
     /// The output layer's weight `(V, H)`.
-    pub linear: Vec<f16>,
+    pub linear: Aligned<f16>,
     /// Whether every value converted exactly (then results equal the float32 path bit for bit).
     pub exact: bool,
 }
@@ -110,9 +112,9 @@ impl HalfCache {
 /// Convert `src` (in row-major order) to float16. Not `lossy`: `Ok(None)` at the first value that
 /// does not convert exactly. `lossy`: round to nearest even, clearing `exact` if any value changes;
 /// `Err` for a (finite) value beyond float16's range.
-fn convert<F: Element>(src: &ndarray::Array2<F>, lossy: bool, exact: &mut bool) -> Result<Option<Vec<f16>>> {
+fn convert<F: Element>(src: &ndarray::Array2<F>, lossy: bool, exact: &mut bool) -> Result<Option<Aligned<f16>>> {
     let range_error = |x: f64| invalid("weights \"f16\"", "weights within float16's range (±65504)", x);
-    let mut out = vec![f16::ZERO; src.len()];
+    let mut out = Aligned::filled(src.len(), f16::ZERO);
     if let (true, Some(s)) = (std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(), src.as_slice()) {
         // SAFETY: `F` is `f32` (checked just above).
         let s = unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) };
@@ -159,7 +161,7 @@ fn pack<F: Element>(model: &LanguageModel<F>, lossy: bool) -> Result<Option<Half
     for l in 0..model.config().num_layers {
         let p = model.rnn().dir_params(l, 0);
         if l == 0 && model.embedding().is_none() {
-            ih.push(Vec::new());
+            ih.push(Aligned::from_slice(&[]));
         } else {
             let Some(w) = convert(&p.weight_ih, lossy, &mut exact)? else { return Ok(None) };
             ih.push(w);

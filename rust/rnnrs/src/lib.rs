@@ -39,6 +39,7 @@
 //! for any number of threads.
 
 pub mod allocator;
+mod aligned;
 pub mod activation;
 pub mod cell;
 pub mod config;

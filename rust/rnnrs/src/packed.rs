@@ -17,6 +17,7 @@
 //! depend on the batch it is in. Without AVX-512 (or for `f64`) the product goes through
 //! [`crate::linalg::gemm_serial`] on a contiguous copy.
 
+use crate::aligned::Aligned;
 use crate::element::Element;
 use crate::linalg::gemm_serial;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
@@ -38,7 +39,7 @@ pub(crate) struct PackedRhs<F> {
 #[derive(Clone, Debug)]
 enum Repr<F> {
     /// `ceil(n / 64)` panels of `(k, 64)` float32 values.
-    Panels(Vec<f32>),
+    Panels(Aligned<f32>),
     /// A row-major copy for the general kernel.
     Dense(Array2<F>),
 }
@@ -104,7 +105,7 @@ impl<F: Element> PackedRhs<F> {
         let (k, n) = b.dim();
         let repr = if TypeId::of::<F>() == TypeId::of::<f32>() && panels {
             let panels = n.div_ceil(NR);
-            let mut data = vec![0.0f32; panels * k * NR];
+            let mut data = Aligned::<f32>::zeros(panels * k * NR);
             // Read `b` in memory order: by columns when it is a transposed view (the `W_hhᵀ` of
             // the forward pass), else by rows.
             if b.strides()[0] == 1 && k > 1 {
@@ -172,7 +173,7 @@ pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], 
     let mut packed = 0;
     for (slot, (a, b)) in a32.iter_mut().zip(parts) {
         if let (Repr::Panels(p), Some(a)) = (&b.repr, as_f32(a)) {
-            *slot = (a, b.k, p.as_slice());
+            *slot = (a, b.k, &p[..]);
             packed += 1;
         }
     }

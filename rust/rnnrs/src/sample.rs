@@ -61,6 +61,7 @@
 //! [`Sampler::new`] allocates every buffer (states, projections, logits, per-sequence scratch and
 //! outputs sized for `length` tokens); stepping allocates nothing.
 
+use crate::aligned::Aligned;
 use crate::crew::{with_crew, Crew};
 use crate::cell::{self, CellKind};
 use crate::element::Element;
@@ -1028,10 +1029,11 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
 #[derive(Clone, Debug)]
 struct Stepper<F> {
     rows: usize,
-    /// `(rows, E)` embedded inputs (empty for one-hot models).
-    x0: Vec<F>,
+    /// `(rows, E)` embedded inputs (empty for one-hot models). This and `h`, the left-hand sides
+    /// of the products, start on cache lines (see [`Aligned`]).
+    x0: Aligned<F>,
     /// Per layer `(rows, H)` hidden and cell states.
-    h: Vec<Vec<F>>,
+    h: Vec<Aligned<F>>,
     c: Vec<Vec<F>>,
     h_new: Vec<F>,
     c_new: Vec<F>,
@@ -1083,8 +1085,8 @@ impl<F: Element> Stepper<F> {
         let cs = if lstm { rows * hs } else { 0 };
         Stepper {
             rows,
-            x0: vec![F::zero(); rows * c.embed_size.unwrap_or(0)],
-            h: vec![vec![F::zero(); rows * hs]; l],
+            x0: Aligned::filled(rows * c.embed_size.unwrap_or(0), F::zero()),
+            h: (0..l).map(|_| Aligned::filled(rows * hs, F::zero())).collect(),
             c: vec![vec![F::zero(); cs]; l],
             h_new: vec![F::zero(); rows * hs],
             c_new: vec![F::zero(); cs],
@@ -1194,7 +1196,7 @@ impl<F: Element> Stepper<F> {
 
     /// Copy row 0's states and logits to rows `1..rows`.
     fn broadcast_row0(&mut self, rows: usize, v: usize) {
-        let copy = |buf: &mut Vec<F>, w: usize| {
+        let copy = |buf: &mut [F], w: usize| {
             if w == 0 || buf.is_empty() {
                 return;
             }
@@ -1216,7 +1218,7 @@ impl<F: Element> Stepper<F> {
         let hs = self.h_new.len() / self.rows;
         let n = parents.len();
         for l in 0..self.h.len() {
-            for (buf, tmp) in [(&mut self.h[l], &mut self.h_new), (&mut self.c[l], &mut self.c_new)] {
+            for (buf, tmp) in [(&mut self.h[l][..], &mut self.h_new), (&mut self.c[l][..], &mut self.c_new)] {
                 if buf.is_empty() {
                     continue;
                 }

@@ -58,6 +58,9 @@ trait Lanes: Copy {
     }
     /// Scalar `a · b + c`, one rounding.
     unsafe fn fma1(a: f32, b: f32, c: f32) -> f32;
+    /// Ask for the cache line at `p` to be loaded (a hint: it never faults; nothing by default).
+    #[inline(always)]
+    unsafe fn prefetch(_p: *const u8) {}
     /// [`Lanes::reduce`] of 16 vectors (the same adds, so the same bits; AVX-512 does them 16 at once).
     #[inline(always)]
     unsafe fn reduce16(v: [Self; 16]) -> [f32; 16] {
@@ -149,6 +152,13 @@ unsafe fn finish<V: Lanes, W: Weight>(mut s: f32, x: &[f32], w: &[W], kl: usize)
 /// partial-sum vectors are reduced together ([`Lanes::reduce16`]).
 #[inline(always)]
 unsafe fn block<V: Lanes, W: Weight, const RR: usize, const CC: usize>(xs: &[&[f32]; RR], ws: &[&[W]; CC], k: usize) -> [[f32; CC]; RR] {
+    // SAFETY: forwarded.
+    unsafe { block_pf::<V, W, RR, CC, false>(xs, ws, k, ws) }
+}
+
+/// [`block`], prefetching the rows `next` (each of length `k`) alongside.
+#[inline(always)]
+unsafe fn block_pf<V: Lanes, W: Weight, const RR: usize, const CC: usize, const PF: bool>(xs: &[&[f32]; RR], ws: &[&[W]; CC], k: usize, next: &[&[W]; CC]) -> [[f32; CC]; RR] {
     let kl = k - k % L;
     for r in 0..RR {
         assert!(xs[r].len() >= k);
@@ -168,6 +178,11 @@ unsafe fn block<V: Lanes, W: Weight, const RR: usize, const CC: usize>(xs: &[&[f
                     acc[0][c] = V::fma(xv, W::load::<V>(ws[c].as_ptr().add(p)), acc[0][c]);
                 }
             } else {
+                if PF {
+                    for c in 0..CC {
+                        V::prefetch(next[c].as_ptr().add(p).cast());
+                    }
+                }
                 let mut wv = [V::zero(); CC];
                 for c in 0..CC {
                     wv[c] = W::load::<V>(ws[c].as_ptr().add(p));
@@ -244,7 +259,12 @@ unsafe fn columns<V: Lanes, W: Weight>(x: &[f32], k: usize, w: &[W], bias: &[f32
                 let xs = [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)];
                 let mut jj = j;
                 while jj + C <= j + cc {
-                    let d = block::<V, W, 4, 4>(&xs, &ws4(jj), k);
+                    // The first rows fetch the next block of weight rows, which stream from memory.
+                    let d = if i == 0 && jj + J + C <= j1 {
+                        block_pf::<V, W, 4, 4, true>(&xs, &ws4(jj), k, &ws4(jj + J))
+                    } else {
+                        block::<V, W, 4, 4>(&xs, &ws4(jj), k)
+                    };
                     for r in 0..R {
                         for c in 0..C {
                             put(i + r, jj + c, d[r][c]);
@@ -350,6 +370,11 @@ mod x86 {
             // SAFETY: FMA (caller).
             unsafe { _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))) }
         }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const u8) {
+            // SAFETY: SSE; a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
+        }
         /// The canonical tree for 16 vectors at once: every level adds the same pairs of lanes as
         /// [`Lanes::reduce`], gathered by shuffles into whole vectors (addition is commutative, so
         /// the bits are the same).
@@ -423,6 +448,11 @@ mod x86 {
         unsafe fn fma1(a: f32, b: f32, c: f32) -> f32 {
             // SAFETY: FMA (caller).
             unsafe { _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))) }
+        }
+        #[inline(always)]
+        unsafe fn prefetch(p: *const u8) {
+            // SAFETY: SSE; a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(p.cast()) }
         }
     }
 
