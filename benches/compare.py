@@ -3,7 +3,10 @@
 Same weights, same inputs; outputs (and, for forward+backward, input gradients) are checked equal
 before anything is timed. Each library is timed in its own block (never interleaved call by call:
 two thread pools in one process slow each other down), blocks alternate over several rounds, and
-the report gives medians and the ratio PyTorch/rnnrs (> 1 means rnnrs is faster).
+the report gives medians and the ratio PyTorch/rnnrs (> 1 means rnnrs is faster). Every block
+starts after a quiet gap (`--gap`, 0.3 s): OpenBLAS's worker threads, behind NumPy, keep spinning
+for about 0.1 s after a call, and timed inside that window the next library loses most of a core
+(measured: rnnrs S forward 1.50 ms right after the NumPy block, 1.00 ms without NumPy).
 
     python benches/compare.py                       # all configs, 2 threads
     python benches/compare.py --threads 1 --config 'S|M$' --json
@@ -33,6 +36,9 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--mode", choices=["fwd", "fwdbwd", "both"], default="both")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of blocks")
     p.add_argument("--reps", type=int, default=5, help="timed calls per block")
+    p.add_argument("--gap", type=float, default=0.3,
+                   help="seconds of quiet before every timed block, for the other libraries' threads to stop "
+                        "spinning (default 0.3)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-numpy", action="store_true", help="skip the (slow, float64) NumPy oracle")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
@@ -87,7 +93,9 @@ def flops(cell, inp, hid, layers, bidi, batch, seq):
 
 def median_ms(fn, reps, min_block_s=0.25):
     """Times (ms) of at least `reps` calls, and of as many more (up to 200) as fill `min_block_s`:
-    fast configurations get enough samples for their median to stand against the machine's noise."""
+    fast configurations get enough samples for their median to stand against the machine's noise.
+    Starts after `--gap` seconds of quiet (see the module docstring)."""
+    time.sleep(ARGS.gap)
     t0 = time.perf_counter()
     fn()  # warm-up
     warm = time.perf_counter() - t0
