@@ -955,29 +955,21 @@ fn dir_backward<F: Element>(
         }
         (dh, dc)
     };
-    let tm = std::time::Instant::now();
     let finals: Vec<(Array2<F>, Array2<F>)> = batch_blocks(b, block_rows(panel_bytes(hs, gh))).par_iter().map(run_block).collect();
-    let t_loop = tm.elapsed();
     let (dhs, dcs): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let dh = stack_rows(dhs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)");
     let dc = lstm.then(|| stack_rows(dcs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)"));
     let dgh = if gru { &dg_hh } else { &dg_ih };
-    let t1 = tm.elapsed();
     input.add_weight_grad(&dg_ih, &mut g.weight_ih);
-    let t2 = tm.elapsed();
     let db_ih = dg_ih.sum_axis(Axis(0));
     g.bias_ih += &db_ih;
-    let t3 = tm.elapsed();
     gemm(F::one(), &dgh.t(), &h_prev_all.view(), F::one(), &mut g.weight_hh.view_mut());
-    let t4 = tm.elapsed();
     // Both biases get the same gradient, except for GRU (whose `b_hn` sits inside the reset gate).
     g.bias_hh += &if gru { dg_hh.sum_axis(Axis(0)) } else { db_ih };
-    let t5 = tm.elapsed();
     let dx = matches!(input, LayerInput::Dense(_)).then(|| {
         let mut dx = Array2::<F>::zeros((t * b, p.weight_ih.ncols()));
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
         dx
     });
-    if std::env::var_os("RNNRS_T").is_some() { eprintln!("loop {:?} stack {:?} dwih {:?} bih {:?} dwhh {:?} bhh {:?} dx {:?}", t_loop, t1 - t_loop, t2 - t1, t3 - t2, t4 - t3, t5 - t4, tm.elapsed() - t5); }
     (dx, dh, dc)
 }
