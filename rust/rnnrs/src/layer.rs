@@ -743,6 +743,7 @@ fn dir_forward<F: Element>(
     };
     let pre_bias = if fused { &p.bias_ih + &p.bias_hh } else { p.bias_ih.clone() };
     let pre_bias = pre_bias.as_slice().expect("contiguous");
+    let b_hh = p.bias_hh.as_slice().expect("contiguous");
     let kept = if keep { t } else { 1 };
     let mut gates = Array2::<F>::zeros((if fused { 0 } else { kept * b }, gh));
     let mut hw_all = Array2::<F>::zeros(((if keep && gru { t } else { 0 }) * b, gh));
@@ -762,7 +763,7 @@ fn dir_forward<F: Element>(
             Some(c) => owned_rows(c, b0, n),
             None => Array2::zeros((0, hs)),
         };
-        let mut hw = Array2::<F>::zeros((if fused { 0 } else { n }, gh));
+        let mut hw = Array2::<F>::zeros((if fused || keep { 0 } else { n }, gh));
         // The gates of one step when inference keeps no `pre`.
         let mut scratch = Array2::<F>::zeros((if step_x.is_some() && !keep { n } else { 0 }, gh));
         for step in 0..t {
@@ -793,10 +794,16 @@ fn dir_forward<F: Element>(
                 product(&[(h_cur.as_slice().expect("contiguous"), &whh_t)], pre_rows, Start::AccumulateBias(pre_bias));
                 (&[], &[], pre_rows)
             } else {
-                hw.rows_mut().into_iter().for_each(|mut r| r.assign(&p.bias_hh));
-                whh_t.mul(h_cur.as_slice().expect("contiguous"), hw.as_slice_mut().expect("contiguous"), true);
+                // `b_hh + h·W_hhᵀ`, written straight into the tape when there is one.
+                let hw_rows: &mut [F] = if keep {
+                    // SAFETY: as above.
+                    unsafe { hw_s.rows(ti * b + b0, n) }
+                } else {
+                    hw.as_slice_mut().expect("contiguous")
+                };
+                product(&[(h_cur.as_slice().expect("contiguous"), &whh_t)], hw_rows, Start::Bias(b_hh));
                 // SAFETY: as above.
-                (&*pre_rows, hw.as_slice().expect("contiguous"), unsafe { gates_s.rows(k * b + b0, n) })
+                (&*pre_rows, &*hw_rows, unsafe { gates_s.rows(k * b + b0, n) })
             };
             let s = cell::Fwd {
                 xw: xw_in,
@@ -815,10 +822,6 @@ fn dir_forward<F: Element>(
                 if lstm {
                     c_out[rr.clone()].copy_from_slice(&c_cur.as_slice().expect("contiguous")[rr]);
                 }
-            }
-            if keep && gru {
-                // SAFETY: as above.
-                unsafe { hw_s.rows(ti * b + b0, n) }.copy_from_slice(hw_in);
             }
             h_cur.as_slice_mut().expect("contiguous").copy_from_slice(h_out);
             if lstm {
