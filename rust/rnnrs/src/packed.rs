@@ -150,8 +150,6 @@ pub(crate) enum Start<'a, F> {
     Accumulate,
     /// A bias row: `c[i, j] = bias[j] + Σ`.
     Bias(&'a [F]),
-    /// The old values and a bias row: `c[i, j] = (c[i, j] + bias[j]) + Σ`.
-    AccumulateBias(&'a [F]),
 }
 
 /// `c = start + Σ_p a_p · B_p` over one or two parts (`a_p (m, k_p)` row-major contiguous, all
@@ -164,7 +162,7 @@ pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], 
     for (a, b) in parts {
         assert!(b.n == n && a.len() == m * b.k && c.len() == m * n, "packed product: a {} values, c {}, B ({}, {})", a.len(), c.len(), b.k, b.n);
     }
-    if let Start::Bias(bias) | Start::AccumulateBias(bias) = start {
+    if let Start::Bias(bias) = start {
         assert_eq!(bias.len(), n, "packed product: bias length");
     }
     // Panels for every part (they are built for all `PackedRhs<f32>` or for none), gathered
@@ -184,7 +182,6 @@ pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], 
                 Start::Zero => x86::Start::Zero,
                 Start::Accumulate => x86::Start::Accumulate,
                 Start::Bias(bias) => x86::Start::Bias(as_f32(bias).expect("f32 panels").as_ptr()),
-                Start::AccumulateBias(bias) => x86::Start::AccumulateBias(as_f32(bias).expect("f32 panels").as_ptr()),
             };
             // SAFETY: panels exist only when the CPU has AVX-512F (`has_kernel`) and `F` is f32;
             // the shapes were checked above.
@@ -203,10 +200,6 @@ pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], 
             (0, Start::Zero) => F::zero(),
             (0, Start::Bias(bias)) => {
                 cv.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(bias).for_each(|(v, &bb)| *v = bb));
-                F::one()
-            }
-            (0, Start::AccumulateBias(bias)) => {
-                cv.rows_mut().into_iter().for_each(|mut r| r.iter_mut().zip(bias).for_each(|(v, &bb)| *v += bb));
                 F::one()
             }
             _ => F::one(),
@@ -232,7 +225,6 @@ mod x86 {
         Zero,
         Accumulate,
         Bias(*const f32),
-        AccumulateBias(*const f32),
     }
 
     /// Where a pass over part of `k` leaves an `R × 64` tile's sums.
@@ -294,10 +286,6 @@ mod x86 {
                                 Start::Zero => acc_v,
                                 Start::Accumulate => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), acc_v),
                                 Start::Bias(_) => _mm512_add_ps(_mm512_maskz_loadu_ps(mask, bias.add(v * 16)), acc_v),
-                                Start::AccumulateBias(_) => {
-                                    let old = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, out), _mm512_maskz_loadu_ps(mask, bias.add(v * 16)));
-                                    _mm512_add_ps(old, acc_v)
-                                }
                             };
                             _mm512_mask_storeu_ps(out, mask, value);
                         }
@@ -342,7 +330,7 @@ mod x86 {
                                 let resume = (pass > 0).then_some(part.cast_const());
                                 let dest = if last {
                                     let bias = match start {
-                                        Start::Bias(b) | Start::AccumulateBias(b) => b.add(p * NR),
+                                        Start::Bias(b) => b.add(p * NR),
                                         _ => std::ptr::null(),
                                     };
                                     Dest::Out { c: cp.add(r * n + p * NR), n, cols, bias, start }
@@ -443,11 +431,6 @@ mod tests {
             let parts = [(a1.as_slice().unwrap(), &p1), (a2.as_slice().unwrap(), &p2)];
             product(&parts, c.as_slice_mut().unwrap(), Start::Bias(&bias));
             assert_eq!(c, want, "panels: {panels}");
-            // On top of old values: (c + bias) + Σ.
-            let old = Array2::from_shape_fn((m, n), |(i, j)| int(i, j, 6));
-            let mut c = old.clone();
-            product(&parts, c.as_slice_mut().unwrap(), Start::AccumulateBias(&bias));
-            assert_eq!(c, &want + &old, "panels: {panels}, accumulating");
         }
     }
 
@@ -496,3 +479,4 @@ mod tests {
         }
     }
 }
+
