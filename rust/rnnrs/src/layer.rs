@@ -8,6 +8,7 @@
 //! large matrix products over all time steps. The two directions of a layer run concurrently; each is
 //! sequential inside, so results are bit-identical for any number of threads.
 
+use crate::allocator::zeros;
 use crate::cell::{self, CellKind};
 use crate::config::RecurrentConfig;
 use crate::element::Element;
@@ -414,7 +415,7 @@ impl<F: Element> Recurrent<F> {
             } else {
                 vec![run_dir(0)]
             };
-            let mut y = Array2::zeros((t * b, d * hs));
+            let mut y = zeros(t * b, d * hs);
             let mut dir_tapes = Vec::new();
             for (dir, run) in runs.into_iter().enumerate() {
                 let idx = l * d + dir;
@@ -738,17 +739,17 @@ fn dir_forward<F: Element>(
         _ => None,
     };
     let mut pre = match step_x {
-        Some(_) => Array2::zeros((if keep { t * b } else { 0 }, gh)),
+        Some(_) => zeros(if keep { t * b } else { 0 }, gh),
         None => input.project(&p.weight_ih),
     };
     let pre_bias = if fused { &p.bias_ih + &p.bias_hh } else { p.bias_ih.clone() };
     let pre_bias = pre_bias.as_slice().expect("contiguous");
     let b_hh = p.bias_hh.as_slice().expect("contiguous");
     let kept = if keep { t } else { 1 };
-    let mut gates = Array2::<F>::zeros((if fused { 0 } else { kept * b }, gh));
-    let mut hw_all = Array2::<F>::zeros(((if keep && gru { t } else { 0 }) * b, gh));
-    let mut c_all = Array2::<F>::zeros(((if lstm { kept } else { 0 }) * b, hs));
-    let mut h_all = Array2::<F>::zeros((t * b, hs));
+    let mut gates = zeros::<F>(if fused { 0 } else { kept * b }, gh);
+    let mut hw_all = zeros::<F>((if keep && gru { t } else { 0 }) * b, gh);
+    let mut c_all = zeros::<F>((if lstm { kept } else { 0 }) * b, hs);
+    let mut h_all = zeros::<F>(t * b, hs);
     let (pre_s, gates_s, hw_s, c_s, h_s) = (
         SharedRows::new(&mut pre),
         SharedRows::new(&mut gates),
@@ -880,10 +881,10 @@ fn dir_backward<F: Element>(
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
     let gru = cell == CellKind::Gru;
-    let mut dg_ih = Array2::<F>::zeros((t * b, gh));
-    let mut dg_hh = Array2::<F>::zeros((if gru { t * b } else { 0 }, gh));
+    let mut dg_ih = zeros::<F>(t * b, gh);
+    let mut dg_hh = zeros::<F>(if gru { t * b } else { 0 }, gh);
     // h_prev of every step, in time order: the input of the W_hh product.
-    let mut h_prev_all = Array2::<F>::zeros((t * b, hs));
+    let mut h_prev_all = zeros::<F>(t * b, hs);
     let h_all = tp.h.as_slice().expect("contiguous");
     let gates_all = tp.gates.as_slice().expect("contiguous");
     let hw_all: &[F] = tp.hw.as_ref().map_or(&[], |hw| hw.as_slice().expect("contiguous"));
@@ -980,7 +981,7 @@ fn dir_backward<F: Element>(
     // Both biases get the same gradient, except for GRU (whose `b_hn` sits inside the reset gate).
     g.bias_hh += &if gru { dg_hh.sum_axis(Axis(0)) } else { db_ih };
     let dx = matches!(input, LayerInput::Dense(_)).then(|| {
-        let mut dx = Array2::<F>::zeros((t * b, p.weight_ih.ncols()));
+        let mut dx = zeros::<F>(t * b, p.weight_ih.ncols());
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
         dx
     });

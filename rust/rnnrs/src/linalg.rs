@@ -52,6 +52,7 @@ pub fn product<F: Element>(a: &ArrayView2<F>, b: &ArrayView2<F>) -> Array2<F> {
         return Array2::zeros((m, n));
     }
     let mut out: Vec<F> = Vec::with_capacity(m * n);
+    crate::allocator::advise_huge_pages(out.spare_capacity_mut());
     // SAFETY: `out` has room for the row-major `(m, n)` result; with `beta == 0` the kernel writes
     // every one of its values without reading any, so all `m · n` are initialised when it returns.
     unsafe {
