@@ -14,7 +14,7 @@ use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
 use crate::linalg::gemm;
-use crate::packed::{fits_half_l2, panel_bytes, product, PackedRhs, Start};
+use crate::packed::{add_transposed_product, fits_half_l2, panel_bytes, product, PackedRhs, Start};
 use rayon::prelude::*;
 use crate::module::{Module, Visitor, VisitorMut};
 use crate::rng;
@@ -125,17 +125,22 @@ impl<F: Element> LayerInput<F> {
             }
         }
     }
-    /// `dW_ih += dGᵀ · input`.
-    fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) {
+    /// `dW_ih += dGᵀ · input`; returns `Σ_t dG` (the bias gradient), summed in the same pass.
+    fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) -> Array1<F> {
+        let mut db = Array1::zeros(dg.ncols());
         match self {
-            LayerInput::Dense(a) => gemm(F::one(), &dg.t(), &a.view(), F::one(), &mut dw.view_mut()),
+            LayerInput::Dense(a) => {
+                add_transposed_product(dg.view(), a.view(), &mut dw.view_mut(), Some(db.as_slice_mut().expect("contiguous")));
+            }
             LayerInput::OneHot(ids) => {
                 for (row, &id) in dg.rows().into_iter().zip(ids) {
                     let mut col = dw.column_mut(id);
                     col += &row;
+                    db += &row;
                 }
             }
         }
+        db
     }
 }
 
@@ -974,12 +979,12 @@ fn dir_backward<F: Element>(
     let dh = stack_rows(dhs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)");
     let dc = lstm.then(|| stack_rows(dcs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)"));
     let dgh = if gru { &dg_hh } else { &dg_ih };
-    input.add_weight_grad(&dg_ih, &mut g.weight_ih);
-    let db_ih = dg_ih.sum_axis(Axis(0));
+    let db_ih = input.add_weight_grad(&dg_ih, &mut g.weight_ih);
     g.bias_ih += &db_ih;
-    gemm(F::one(), &dgh.t(), &h_prev_all.view(), F::one(), &mut g.weight_hh.view_mut());
     // Both biases get the same gradient, except for GRU (whose `b_hn` sits inside the reset gate).
-    g.bias_hh += &if gru { dg_hh.sum_axis(Axis(0)) } else { db_ih };
+    let mut db_hh = if gru { Array1::zeros(gh) } else { db_ih };
+    add_transposed_product(dgh.view(), h_prev_all.view(), &mut g.weight_hh.view_mut(), gru.then(|| db_hh.as_slice_mut().expect("contiguous")));
+    g.bias_hh += &db_hh;
     let dx = matches!(input, LayerInput::Dense(_)).then(|| {
         let mut dx = zeros::<F>(t * b, p.weight_ih.ncols());
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());

@@ -1,5 +1,6 @@
-//! Matrix products. Every GEMM of the crate goes through here, so the kernel can be swapped in one
-//! place. The kernel is the `gemm` crate (AVX-512/AVX2/FMA microkernels chosen at run time), which
+//! Matrix products. Every general matrix product of the crate goes through here, so the kernel can
+//! be swapped in one place; only the time loops' per-step products and their weight gradients use
+//! the crate's own kernel (`packed`), where it measured faster. The kernel is the `gemm` crate (AVX-512/AVX2/FMA microkernels chosen at run time), which
 //! splits work over output blocks only — never over the summed dimension — so the result of a
 //! product is bit-identical for any number of threads.
 
