@@ -8,7 +8,7 @@ use crate::element::Element;
 use ndarray::{Array2, ArrayView2, ArrayViewMut2};
 
 /// Products smaller than this many multiply-adds run on one thread.
-const PARALLEL_MIN_WORK: usize = 1 << 18;
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 18;
 
 /// `c = alpha · a · b + beta · c` with `a: (m, k)`, `b: (k, n)`, `c: (m, n)`; any strides.
 /// With `beta == 0`, `c` is overwritten (its old values, even NaN, are ignored).

@@ -19,8 +19,9 @@
 //!
 //! Each output of a per-step product is one dot product summed in ascending `k` from zero (then
 //! added to `c` when accumulating), whatever `m`, the row grouping or the thread count — so a
-//! row's result does not depend on the batch it is in. Without AVX-512 (or for `f64`) the product goes through
-//! [`crate::linalg::gemm_serial`] on a contiguous copy.
+//! row's result does not depend on the batch it is in. Without AVX-512 (or for `f64`) the products
+//! go through [`crate::linalg::gemm_serial`] on a contiguous copy, and the weight gradients through
+//! [`crate::linalg::gemm`].
 
 use crate::aligned::Aligned;
 use crate::element::Element;
@@ -229,36 +230,36 @@ pub(crate) fn add_transposed_product<F: Element>(a: ArrayView2<'_, F>, b: ArrayV
     if m == 0 || n == 0 || k == 0 {
         return;
     }
-    let unit_rows = |s: &[isize]| s[1] == 1 && s[0] >= 0;
-    let fast = has_kernel() && TypeId::of::<F>() == TypeId::of::<f32>() && unit_rows(a.strides()) && unit_rows(b.strides()) && unit_rows(c.strides());
     #[cfg(target_arch = "x86_64")]
-    if fast {
-        let threads = if m * n * k >= 1 << 18 { rayon::current_num_threads() } else { 1 };
-        let chunk = m.div_ceil(threads).next_multiple_of(MR);
-        let (lda, ldb, ldc) = (a.strides()[0] as usize, b.strides()[0] as usize, c.strides()[0] as usize);
-        // Addresses as integers, to cross threads; each chunk writes its own rows of `c` and
-        // values of `sums` only.
-        let (ap, bp, cp) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
-        let sp = sums.map(|s| s.as_mut_ptr() as usize);
-        let size = std::mem::size_of::<f32>();
-        (0..m.div_ceil(chunk)).into_par_iter().for_each(|j| {
-            let (m0, m1) = (j * chunk, ((j + 1) * chunk).min(m));
-            // SAFETY: AVX-512F (`has_kernel`) and `F == f32` were checked; the pointers are the
-            // views' own with their strides, offset to columns (of `a`) and rows (of `c`) `m0..m1`,
-            // which no other chunk touches.
-            unsafe {
-                x86::add_transposed_product(
-                    k, m1 - m0, n,
-                    (ap + m0 * size) as *const f32, lda,
-                    bp as *const f32, ldb,
-                    (cp + m0 * ldc * size) as *mut f32, ldc,
-                    sp.map(|s| (s + m0 * size) as *mut f32),
-                );
-            }
-        });
-        return;
+    {
+        let unit_rows = |s: &[isize]| s[1] == 1 && s[0] >= 0;
+        if has_kernel() && TypeId::of::<F>() == TypeId::of::<f32>() && unit_rows(a.strides()) && unit_rows(b.strides()) && unit_rows(c.strides()) {
+            let threads = if m * n * k >= crate::linalg::PARALLEL_MIN_WORK { rayon::current_num_threads() } else { 1 };
+            let chunk = m.div_ceil(threads).next_multiple_of(MR);
+            let (lda, ldb, ldc) = (a.strides()[0] as usize, b.strides()[0] as usize, c.strides()[0] as usize);
+            // Addresses as integers, to cross threads; each chunk writes its own rows of `c` and
+            // values of `sums` only.
+            let (ap, bp, cp) = (a.as_ptr() as usize, b.as_ptr() as usize, c.as_mut_ptr() as usize);
+            let sp = sums.map(|s| s.as_mut_ptr() as usize);
+            let size = std::mem::size_of::<f32>();
+            (0..m.div_ceil(chunk)).into_par_iter().for_each(|j| {
+                let (m0, m1) = (j * chunk, ((j + 1) * chunk).min(m));
+                // SAFETY: AVX-512F (`has_kernel`) and `F == f32` were checked; the pointers are
+                // the views' own with their strides, offset to columns (of `a`) and rows (of `c`)
+                // `m0..m1`, which no other chunk touches.
+                unsafe {
+                    x86::add_transposed_product(
+                        k, m1 - m0, n,
+                        (ap + m0 * size) as *const f32, lda,
+                        bp as *const f32, ldb,
+                        (cp + m0 * ldc * size) as *mut f32, ldc,
+                        sp.map(|s| (s + m0 * size) as *mut f32),
+                    );
+                }
+            });
+            return;
+        }
     }
-    let _ = fast;
     crate::linalg::gemm(F::one(), &a.t(), &b, F::one(), c);
     if let Some(sums) = sums {
         for row in a.rows() {
@@ -298,8 +299,8 @@ mod x86 {
     /// One pass of an `R × 64` tile over panel rows `k0..k1`: `acc = (resume or 0) +
     /// Σ_kk a[r, kk] · panel[kk, ..]`, in ascending `kk`, left at `dest`.
     ///
-    /// `a[r, kk]` is at `a + r·rs + kk·ks`: `(lda, 1)` for row-major rows, `(1, MR)` for a strip
-    /// packed by [`add_transposed_product`].
+    /// `a[r, kk]` is at `a + r·rs + kk·ks`: `(lda, 1)` for the rows of a row-major `a`, `(1, lda)`
+    /// for its columns, read in place by [`add_transposed_product`].
     ///
     /// # Safety
     /// AVX-512F; `a` has `R` rows (stride `rs`) with columns `k0..k1` (stride `ks`), `panel` rows
@@ -606,6 +607,7 @@ mod tests {
             assert!(one.iter().zip(all.row(r)).all(|(x, y)| x.to_bits() == y.to_bits()), "row {r}");
         }
     }
+
     #[test]
     fn transposed_product_matches_the_naive_sum_for_ragged_shapes() {
         // k over several passes, m not a multiple of a tile, n not of a panel, a strided `a`.
