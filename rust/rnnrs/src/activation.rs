@@ -30,12 +30,12 @@ fn exp_f32(x: f32) -> f32 {
 }
 
 #[inline(always)]
-fn sigmoid_f32(x: f32) -> f32 {
+pub(crate) fn sigmoid_f32(x: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-x))
 }
 
 #[inline(always)]
-fn tanh_f32(x: f32) -> f32 {
+pub(crate) fn tanh_f32(x: f32) -> f32 {
     let a = x.abs();
     // Near 0: odd Taylor series through x^11 (error < 1e-9 for |x| < 0.3).
     let z = a * a;

@@ -36,11 +36,22 @@ pub trait Element:
     }
     /// `x = sigmoid(x)` elementwise (vectorised for `f32`).
     fn sigmoid_inplace(x: &mut [Self]) {
-        x.iter_mut().for_each(|v| *v = v.sigmoid());
+        x.iter_mut().for_each(|v| *v = v.sigmoid_elem());
     }
     /// `x = tanh(x)` elementwise (vectorised for `f32`).
     fn tanh_inplace(x: &mut [Self]) {
-        x.iter_mut().for_each(|v| *v = v.tanh());
+        x.iter_mut().for_each(|v| *v = v.tanh_elem());
+    }
+    /// One value of [`Element::sigmoid_inplace`], for loops that fuse it with other work (they
+    /// vectorise, and give the bits of the slice function).
+    #[inline(always)]
+    fn sigmoid_elem(self) -> Self {
+        self.sigmoid()
+    }
+    /// One value of [`Element::tanh_inplace`] (see [`Element::sigmoid_elem`]).
+    #[inline(always)]
+    fn tanh_elem(self) -> Self {
+        self.tanh()
     }
     /// `x = exp(x)` elementwise (vectorised for `f32`; inputs are expected in about `[-87, 88]`).
     fn exp_inplace(x: &mut [Self]) {
@@ -58,6 +69,14 @@ impl Element for f32 {
     }
     fn exp_inplace(x: &mut [Self]) {
         crate::activation::exp_slice(x)
+    }
+    #[inline(always)]
+    fn sigmoid_elem(self) -> Self {
+        crate::activation::sigmoid_f32(self)
+    }
+    #[inline(always)]
+    fn tanh_elem(self) -> Self {
+        crate::activation::tanh_f32(self)
     }
     #[inline]
     fn from_f64(x: f64) -> Self {

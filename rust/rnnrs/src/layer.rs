@@ -787,28 +787,18 @@ fn dir_forward<F: Element>(
             if let Some((x, width, wih_t)) = &step_x {
                 let parts = [(block(x, ti * b + b0, n, *width), wih_t), (h_cur.as_slice().expect("contiguous"), &whh_t)];
                 product(&parts, pre_rows, Start::Bias(pre_bias));
-            } else if !fused {
-                for row in pre_rows.chunks_exact_mut(gh) {
-                    for (v, &bias) in row.iter_mut().zip(pre_bias) {
-                        *v = bias + *v;
-                    }
-                }
             }
-            let (xw_in, hw_in, g_out): (&[F], &[F], &mut [F]) = if step_x.is_some() {
-                (&[], &[], pre_rows)
+            // The cell's input side, recurrent side, bias to add, and gates (see `cell::Fwd`).
+            let (xw_in, hw_in, bias_in, g_out): (&[F], &[F], &[F], &mut [F]) = if step_x.is_some() {
+                (&[], &[], &[], pre_rows)
             } else if fused {
-                // `(pre + (b_ih + b_hh)) + h·W_hhᵀ`: the product into the block's own rows, then
-                // one sequential pass adds it to `pre`. (Accumulating into `pre` inside the product
+                // `(pre + (b_ih + b_hh)) + h·W_hhᵀ`: the product into the block's own rows, and
+                // the cell adds it to `pre` row by row. (Accumulating into `pre` inside the product
                 // reads rows 4 KiB apart long out of cache at every tile's end, which slows the
                 // product by a quarter while the weights stream from L3.)
                 let hw_rows = hw.as_slice_mut().expect("contiguous");
                 product(&[(h_cur.as_slice().expect("contiguous"), &whh_t)], hw_rows, Start::Zero);
-                for (row, hw_row) in pre_rows.chunks_exact_mut(gh).zip(hw_rows.chunks_exact(gh)) {
-                    for ((v, &bias), &r) in row.iter_mut().zip(pre_bias).zip(hw_row) {
-                        *v = (*v + bias) + r;
-                    }
-                }
-                (&[], &[], pre_rows)
+                (&[], &*hw_rows, pre_bias, pre_rows)
             } else {
                 // `b_hh + h·W_hhᵀ`, written straight into the tape when there is one.
                 let hw_rows: &mut [F] = if keep {
@@ -819,11 +809,12 @@ fn dir_forward<F: Element>(
                 };
                 product(&[(h_cur.as_slice().expect("contiguous"), &whh_t)], hw_rows, Start::Bias(b_hh));
                 // SAFETY: as above.
-                (&*pre_rows, &*hw_rows, unsafe { gates_s.rows(k * b + b0, n) })
+                (&*pre_rows, &*hw_rows, pre_bias, unsafe { gates_s.rows(k * b + b0, n) })
             };
             let s = cell::Fwd {
                 xw: xw_in,
                 hw: hw_in,
+                bias: bias_in,
                 h_prev: h_cur.as_slice().expect("contiguous"),
                 c_prev: c_cur.as_slice().expect("contiguous"),
                 gates: g_out,

@@ -1167,6 +1167,7 @@ impl<F: Element> Stepper<F> {
             let s = cell::Fwd {
                 xw: &self.xw[..b * gh],
                 hw: &self.hw[..b * gh],
+                bias: &[],
                 h_prev: &self.h[l][..b * hs],
                 c_prev,
                 gates: &mut self.gates[..b * gh],

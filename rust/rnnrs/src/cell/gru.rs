@@ -14,13 +14,25 @@ pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
     let rows = s.gates.chunks_exact_mut(h3).zip(s.xw.chunks_exact(h3)).zip(s.hw.chunks_exact(h3));
     for (((gates, xw), hw), (h, h_prev)) in rows.zip(s.h.chunks_exact_mut(hidden).zip(s.h_prev.chunks_exact(hidden))) {
         let (rz, n) = gates.split_at_mut(2 * hidden);
-        for j in 0..2 * hidden {
-            rz[j] = xw[j] + hw[j];
+        // The input side, with `b_ih` when it is apart, in `n` until `r` is known.
+        if s.bias.is_empty() {
+            n.copy_from_slice(&xw[2 * hidden..]);
+            for j in 0..2 * hidden {
+                rz[j] = xw[j] + hw[j];
+            }
+        } else {
+            let b = &s.bias[..h3];
+            for j in 0..2 * hidden {
+                rz[j] = (xw[j] + b[j]) + hw[j];
+            }
+            for j in 0..hidden {
+                n[j] = xw[2 * hidden + j] + b[2 * hidden + j];
+            }
         }
         F::sigmoid_inplace(rz);
         let (r, z) = rz.split_at(hidden);
         for j in 0..hidden {
-            n[j] = xw[2 * hidden + j] + r[j] * hw[2 * hidden + j];
+            n[j] += r[j] * hw[2 * hidden + j];
         }
         F::tanh_inplace(n);
         for j in 0..hidden {

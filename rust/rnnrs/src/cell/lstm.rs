@@ -8,25 +8,54 @@ use crate::element::Element;
 #[inline(always)]
 pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
     let h4 = 4 * hidden;
-    for (g, (&x, &r)) in s.gates.iter_mut().zip(s.xw.iter().zip(s.hw)) {
-        *g = x + r;
+    if !s.xw.is_empty() {
+        for (g, (&x, &r)) in s.gates.iter_mut().zip(s.xw.iter().zip(s.hw)) {
+            *g = x + r;
+        }
     }
+    // `(gates + bias) + hw`, row by row inside the row kernel (see `Fwd`).
+    let add = s.xw.is_empty() && !s.hw.is_empty();
     let rows = s.gates.chunks_exact_mut(h4).zip(s.c.chunks_exact_mut(hidden)).zip(s.h.chunks_exact_mut(hidden));
-    for (((gates, c), h), c_prev) in rows.zip(s.c_prev.chunks_exact(hidden)) {
-        let (sig_if, rest) = gates.split_at_mut(2 * hidden);
-        let (g, o) = rest.split_at_mut(hidden);
-        F::sigmoid_inplace(sig_if);
-        F::tanh_inplace(g);
-        F::sigmoid_inplace(o);
-        let (i, f) = sig_if.split_at(hidden);
-        for j in 0..hidden {
-            c[j] = f[j] * c_prev[j] + i[j] * g[j];
+    for (row, (((gates, c), h), c_prev)) in rows.zip(s.c_prev.chunks_exact(hidden)).enumerate() {
+        let (gi, rest) = gates.split_at_mut(hidden);
+        let (gf, rest) = rest.split_at_mut(hidden);
+        let (gg, go) = rest.split_at_mut(hidden);
+        let (bias, hw) = if add { (s.bias, &s.hw[row * h4..(row + 1) * h4]) } else { (&[][..], &[][..]) };
+        row_forward(RowAdd { bias, hw, c_prev }, gi, gf, gg, go, c, h);
+    }
+}
+
+/// One row's inputs to [`row_forward`] besides its gates: `bias` and `hw` (`(4H)` each, to add
+/// to the gates first; both empty when the gates hold the sums) and the previous cell state.
+struct RowAdd<'a, F> {
+    bias: &'a [F],
+    hw: &'a [F],
+    c_prev: &'a [F],
+}
+
+super::avx512_or_any! {
+    /// The gate activations, cell and hidden state of one row, in one pass.
+    fn row_forward<F>(x: RowAdd<'_, F>, gi: &mut [F], gf: &mut [F], gg: &mut [F], go: &mut [F], c: &mut [F], h: &mut [F]) => row_forward_body
+}
+
+#[inline(always)]
+fn row_forward_body<F: Element>(x: RowAdd<'_, F>, gi: &mut [F], gf: &mut [F], gg: &mut [F], go: &mut [F], c: &mut [F], h: &mut [F]) {
+    let n = c.len();
+    let (gi, gf, gg, go, h, c_prev) = (&mut gi[..n], &mut gf[..n], &mut gg[..n], &mut go[..n], &mut h[..n], &x.c_prev[..n]);
+    if !x.hw.is_empty() {
+        for (q, g) in [&mut *gi, &mut *gf, &mut *gg, &mut *go].into_iter().enumerate() {
+            let (bias, hw) = (&x.bias[q * n..(q + 1) * n], &x.hw[q * n..(q + 1) * n]);
+            for j in 0..n {
+                g[j] = (g[j] + bias[j]) + hw[j];
+            }
         }
-        h.copy_from_slice(c);
-        F::tanh_inplace(h);
-        for (hv, &ov) in h.iter_mut().zip(o.iter()) {
-            *hv *= ov;
-        }
+    }
+    for j in 0..n {
+        let (i, f, g, o) = (gi[j].sigmoid_elem(), gf[j].sigmoid_elem(), gg[j].tanh_elem(), go[j].sigmoid_elem());
+        (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
+        let cj = f * c_prev[j] + i * g;
+        c[j] = cj;
+        h[j] = cj.tanh_elem() * o;
     }
 }
 
@@ -62,10 +91,15 @@ struct RowIn<'a, F> {
     tc: &'a [F],
 }
 
-/// The gate gradients of one row. Kept out of line: as a function of its own its output slices
-/// cannot alias (in the caller they could, as far as the compiler knows), so the loop vectorises.
-#[inline(never)]
-fn row_backward<F: Element>(x: RowIn<'_, F>, di: &mut [F], df: &mut [F], dgg: &mut [F], d_o: &mut [F], dc: &mut [F]) {
+super::avx512_or_any! {
+    /// The gate gradients of one row. Out of line: as a function of its own its output slices
+    /// cannot alias (in the caller they could, as far as the compiler knows), so the loop
+    /// vectorises.
+    fn row_backward<F>(x: RowIn<'_, F>, di: &mut [F], df: &mut [F], dgg: &mut [F], d_o: &mut [F], dc: &mut [F]) => row_backward_body
+}
+
+#[inline(always)]
+fn row_backward_body<F: Element>(x: RowIn<'_, F>, di: &mut [F], df: &mut [F], dgg: &mut [F], d_o: &mut [F], dc: &mut [F]) {
     let one = F::one();
     let n = dc.len();
     let (di, df, dgg, d_o) = (&mut di[..n], &mut df[..n], &mut dgg[..n], &mut d_o[..n]);

@@ -86,6 +86,8 @@ impl FromStr for CellKind {
 /// One forward step of `cell` (see [`Fwd`]), compiled for AVX-512 when the CPU has it: the
 /// elementwise loops then use 16-lane vectors instead of the baseline's 4. They are plain IEEE adds
 /// and multiplies (never contracted into fused multiply-adds), so both builds give the same bits.
+/// (Functions the cells keep out of line, for their loops to vectorise, dispatch for themselves:
+/// see [`avx512_or_any`].)
 pub(crate) fn forward<F: Element>(cell: CellKind, s: Fwd<'_, F>, hidden: usize) {
     #[cfg(target_arch = "x86_64")]
     if crate::activation::has_avx512() {
@@ -125,6 +127,33 @@ fn backward_any<F: Element>(cell: CellKind, s: Bwd<'_, F>, hidden: usize) {
     }
 }
 
+/// Defines `$name`, which runs `$body` (an `#[inline(always)]` function of the same arguments)
+/// compiled for AVX-512 when the CPU has it, and for the baseline otherwise. Both copies are kept
+/// out of line, so their slice arguments are known not to alias and the loops vectorise.
+macro_rules! avx512_or_any {
+    ($(#[$m:meta])* fn $name:ident<F>($($a:ident: $t:ty),* $(,)?) => $body:ident) => {
+        $(#[$m])*
+        fn $name<F: Element>($($a: $t),*) {
+            #[cfg(target_arch = "x86_64")]
+            if crate::activation::has_avx512() {
+                #[target_feature(enable = "avx512f")]
+                #[inline(never)]
+                unsafe fn avx512<F: Element>($($a: $t),*) {
+                    $body($($a),*)
+                }
+                // SAFETY: the CPU has AVX-512F (detected at run time).
+                return unsafe { avx512($($a),*) };
+            }
+            #[inline(never)]
+            fn any<F: Element>($($a: $t),*) {
+                $body($($a),*)
+            }
+            any($($a),*)
+        }
+    };
+}
+pub(crate) use avx512_or_any;
+
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{backward_any, forward_any, Bwd, CellKind, Fwd};
@@ -146,12 +175,18 @@ mod x86 {
 }
 
 /// Buffers of one forward step. All slices are row-major `(B, ·)` blocks.
+///
+/// RNN and LSTM take their pre-activations in one of three ways: `xw + hw`; `gates` already
+/// holding them (`xw`, `hw` and `bias` empty); or `(gates + bias) + hw` (`xw` empty: the sequence
+/// pass, whose `gates` hold the input projection and `bias` is `b_ih + b_hh`). The GRU takes
+/// `xw` and `hw`, and adds `bias` (`b_ih`), when given, to `xw` first.
 pub(crate) struct Fwd<'a, F> {
-    /// `(B, G·H)` input projection including `b_ih`. RNN and LSTM: may be empty, together with
-    /// `hw`, when `gates` already holds the summed pre-activations (the sequence pass).
+    /// `(B, G·H)` input projection including `b_ih` (may be empty, see above).
     pub xw: &'a [F],
-    /// `(B, G·H)` recurrent projection including `b_hh` (empty with `xw`, see there).
+    /// `(B, G·H)` recurrent projection (including `b_hh` unless `bias` holds it).
     pub hw: &'a [F],
+    /// `(G·H)` or empty: added to every row of the input side before `hw` (see above).
+    pub bias: &'a [F],
     /// `(B, H)` previous hidden state.
     pub h_prev: &'a [F],
     /// `(B, H)` previous cell state (LSTM; empty otherwise).

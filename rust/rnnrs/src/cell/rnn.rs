@@ -6,8 +6,19 @@ use crate::element::Element;
 
 #[inline(always)]
 pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, relu: bool) {
-    for ((g, &x), &r) in s.gates.iter_mut().zip(s.xw).zip(s.hw) {
-        *g = x + r;
+    if s.xw.is_empty() {
+        // `(gates + bias) + hw` (see `Fwd`; nothing when `hw` is empty too).
+        if !s.hw.is_empty() {
+            for (row, hw) in s.gates.chunks_exact_mut(s.bias.len()).zip(s.hw.chunks_exact(s.bias.len())) {
+                for ((g, &b), &r) in row.iter_mut().zip(s.bias).zip(hw) {
+                    *g = (*g + b) + r;
+                }
+            }
+        }
+    } else {
+        for ((g, &x), &r) in s.gates.iter_mut().zip(s.xw).zip(s.hw) {
+            *g = x + r;
+        }
     }
     if relu {
         s.gates.iter_mut().for_each(|g| *g = g.max(F::zero()));
