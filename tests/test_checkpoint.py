@@ -63,6 +63,23 @@ def test_float16_model_file_is_close(tmp_path):
     np.testing.assert_allclose(m2.logits(x)[0], m.logits(x)[0], atol=2e-2)
 
 
+def test_save_dtype_must_be_a_float_that_holds_every_weight(tmp_path):
+    m, tok, _ = _trained()
+    for bad in (np.int32, "uint8", "nonsense"):
+        with pytest.raises(ValueError, match="dtype: expected float16, float32 or float64"):
+            ck.save_model(tmp_path / "a", m, tok, dtype=bad)
+    sd = m.state_dict()
+    name = sorted(sd)[0]
+    sd[name] = sd[name].copy()
+    sd[name].flat[0] = 1e5  # beyond float16's 65504
+    m.load_state_dict(sd)
+    ck.save_model(tmp_path / "b", m, tok)  # a good file already there stays intact
+    with pytest.raises(ValueError, match=f"{name}: a weight does not fit in float16"):
+        ck.save_model(tmp_path / "b", m, tok, dtype=np.float16)
+    assert rnnrs.LanguageModel.load(tmp_path / "b").state_dict()[name].flat[0] == 1e5
+    assert not os.path.exists(tmp_path / "a")
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd"])
 def test_checkpoint_round_trip_restores_everything(tmp_path, optimizer):
     path, m, tok, x = _write_checkpoint(tmp_path, optimizer=optimizer)

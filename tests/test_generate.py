@@ -582,6 +582,25 @@ def test_cli_ban_options(model_dir, capsys):
     assert rc == 0 and out.startswith("明月")
 
 
+def test_cli_ban_adds_to_the_default_bans(capsys):
+    # Hot sampling from the built-in model emits `□` and `<unk>` unless banned (checked first, so
+    # the test can fail); `--ban` must keep those default bans and add its own token.
+    argv = ["--prefix", "明月", "--length", "1500", "--num-samples", "4", "--temperature", "1.5", "--top-p", "1.0"]
+    rc, out, _ = cli(argv + ["--no-ban"], capsys)
+    assert rc == 0 and ("□" in out or "<unk>" in out)
+    rc, out, _ = cli(argv + ["--ban", "春"], capsys)
+    body = out.replace("明月", "")
+    assert rc == 0 and "□" not in out and "<unk>" not in out and "春" not in body
+    rc, out, _ = cli(argv[:4] + ["--no-ban", "--ban", "春"], capsys)
+    assert rc == 0 and "春" not in out.replace("明月", "")
+
+
+def test_ban_accepts_any_iterable_once(char_tok):
+    untrained = LanguageModel(len(char_tok.vocab), embed_size=4, hidden_size=8, num_layers=1, seed=0)
+    g = LyricGenerator(untrained, char_tok, ban=(t for t in ["<unk>", "a"]))
+    assert g.ban == ("<unk>", "a")
+
+
 # ========================================================================== float16 weight storage
 #: Log-probabilities with weights="f16" (float32 weights rounded to float16) vs float32's.
 F16_LOGPROB_TOL = 1e-2

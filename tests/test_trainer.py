@@ -178,6 +178,20 @@ def test_sigint_during_validation_then_resume_is_bit_identical(tmp_path, monkeyp
     assert weights_equal(straight.model, resumed.model) and straight.history.val == resumed.history.val
 
 
+def test_numpy_scalar_options_train_save_and_resume(tmp_path):
+    # Options taken from NumPy (np.arange, np.float32 ...) are stored as plain Python values, so
+    # the checkpoint's JSON metadata can hold them and the run can be resumed.
+    text = synthetic_text()
+    opts = dict(TINY, hidden=np.int64(16), lr=np.float32(1e-2), lower=np.True_, steps=np.int32(6))
+    r = train(text, out=str(tmp_path), **opts)
+    assert r.summary["steps"] == 6
+    assert os.path.exists(tmp_path / ck.MODEL_FILE) and os.path.exists(tmp_path / ck.CHECKPOINT_FILE)
+    loaded = rnnrs.LanguageModel.load(str(tmp_path))
+    assert weights_equal(r.model, loaded)
+    more = Trainer.resume(tmp_path, text=text, steps=8).run()
+    assert more.summary["steps"] == 8
+
+
 def test_resume_from_a_finished_run_with_more_steps(tmp_path):
     text = synthetic_text()
     straight = train(text, steps=30, **TINY)

@@ -170,10 +170,21 @@ def save_model(directory: PathLike, model: LanguageModel, tokenizer: Any = None,
     stored in the model's dtype (float32/float64), or in ``dtype`` if given: ``dtype=np.float16``
     stores them in half precision (they are widened to the model's dtype on load)."""
     directory = os.fspath(directory)
-    os.makedirs(directory, exist_ok=True)
     sd = model.state_dict()
     if dtype is not None:
-        sd = {k: v.astype(dtype) for k, v in sd.items()}
+        try:
+            dt = np.dtype(dtype)
+        except TypeError as e:
+            raise ValueError(f"dtype: expected float16, float32 or float64, got {dtype!r}") from e
+        if dt not in (np.float16, np.float32, np.float64):
+            raise ValueError(f"dtype: expected float16, float32 or float64, got {dt.name}")
+        with np.errstate(over="ignore"):
+            sd = {k: v.astype(dt) for k, v in sd.items()}
+        for k, v in sd.items():
+            if not np.isfinite(v).all():
+                raise ValueError(f"{k}: a weight does not fit in {dt.name} (largest |value| "
+                                 f"{float(np.abs(model.state_dict()[k]).max()):g}); save in a wider dtype")
+    os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, MODEL_FILE)
     write_tensors(path, sd, model_metadata(model, tokenizer, info))
     return path

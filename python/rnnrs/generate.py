@@ -207,9 +207,12 @@ class LyricGenerator:
         self.model = model
         self.tokenizer = tokenizer
         self.info: Dict[str, Any] = dict(info or {})
-        if isinstance(ban, str) or not isinstance(ban, Iterable) or not all(isinstance(t, str) for t in ban):
+        if isinstance(ban, str) or not isinstance(ban, Iterable):
             raise TypeError(f"ban: expected a sequence of tokens (str), got {ban!r}")
-        self.ban: Tuple[str, ...] = tuple(ban)
+        ban = tuple(ban)  # (a generator is read once)
+        if not all(isinstance(t, str) for t in ban):
+            raise TypeError(f"ban: expected a sequence of tokens (str), got {ban!r}")
+        self.ban: Tuple[str, ...] = ban
 
     def _banned_ids(self) -> List[int]:
         vocab = self.tokenizer.vocab
@@ -450,8 +453,10 @@ def add_generate_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--greedy", action="store_true", help="always take the most probable token (temperature 0)")
     p.add_argument("--stream", action="store_true", help="print the text as it is generated")
     p.add_argument("--ban", metavar="TOKEN", action="append", default=None,
-                   help="a token never to generate (repeatable; default: <unk>, and for the built-in model also □)")
-    p.add_argument("--no-ban", action="store_true", help="sample from the model's full distribution (no banned tokens)")
+                   help="a token never to generate, besides the defaults (repeatable; the defaults: <unk>, and for "
+                        "the built-in model also □)")
+    p.add_argument("--no-ban", action="store_true",
+                   help="drop the default bans (sample from the model's full distribution, except --ban tokens)")
     p.add_argument("--weights", choices=WEIGHT_FORMATS, default="auto",
                    help="storage of the weights read for every token: auto (float16 when that is exact, as for the "
                         "built-in model: the same text, faster), f16 (float16 also when lossy: faster, slightly "
@@ -473,12 +478,15 @@ def run_generate(args: argparse.Namespace) -> int:
         return _error(f"--beam is deterministic: expected --num-samples 1, got {args.num_samples}")
     if args.num_samples > _rnnrs.MAX_SEQUENCES:
         return _error(f"--num-samples: expected at most {_rnnrs.MAX_SEQUENCES}, got {args.num_samples}")
-    ban: Optional[Tuple[str, ...]] = () if args.no_ban else (tuple(args.ban) if args.ban else None)
+    # `--ban` adds to the model's default bans; `--no-ban` clears them first.
+    ban: Optional[Tuple[str, ...]] = () if args.no_ban else None
     try:
         if args.model is not None:
             gen = LyricGenerator.load(args.model) if ban is None else LyricGenerator.load(args.model, ban=ban)
         else:
             gen = LyricGenerator.default() if ban is None else LyricGenerator.default(ban=ban)
+        if args.ban:
+            gen.ban = tuple(dict.fromkeys(gen.ban + tuple(args.ban)))
     except OSError as e:
         return _error(f"--model {args.model if args.model is not None else DEFAULT_MODEL_DIR}: {e.strerror or e}")
     except ValueError as e:

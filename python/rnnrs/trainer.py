@@ -156,6 +156,7 @@ class TrainConfig:
                 fail(name, f"an integer >= {minimum}" + (" or None" if optional else ""))
             if v >= 2**63:
                 fail(name, f"an integer in [{minimum}, 2^63)")
+            setattr(self, name, int(v))  # NumPy scalars become plain ints (JSON in checkpoints)
 
         def real(name: str, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = True,
                  optional: bool = False) -> None:
@@ -167,6 +168,8 @@ class TrainConfig:
             if not ok:
                 lb, rb = "(" if lo_open else "[", ")" if hi_open else "]"
                 fail(name, f"a finite number in {lb}{lo:g}, {hi:g}{rb}" + (" or None" if optional else ""))
+            if isinstance(v, np.generic):
+                setattr(self, name, v.item())
 
         def choice(name: str, options: Sequence[Any]) -> None:
             if getattr(self, name) not in options:
@@ -175,6 +178,7 @@ class TrainConfig:
         def boolean(name: str) -> None:
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 fail(name, "True or False")
+            setattr(self, name, bool(getattr(self, name)))
 
         for name in ("corpus", "out", "sample_prefix"):
             v = getattr(self, name)
