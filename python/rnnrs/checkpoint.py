@@ -179,11 +179,12 @@ def save_model(directory: PathLike, model: LanguageModel, tokenizer: Any = None,
         if dt not in (np.float16, np.float32, np.float64):
             raise ValueError(f"dtype: expected float16, float32 or float64, got {dt.name}")
         with np.errstate(over="ignore"):
-            sd = {k: v.astype(dt) for k, v in sd.items()}
-        for k, v in sd.items():
+            cast = {k: v.astype(dt) for k, v in sd.items()}
+        for k, v in cast.items():
             if not np.isfinite(v).all():
                 raise ValueError(f"{k}: a weight does not fit in {dt.name} (largest |value| "
-                                 f"{float(np.abs(model.state_dict()[k]).max()):g}); save in a wider dtype")
+                                 f"{float(np.abs(sd[k]).max()):g}); save in a wider dtype")
+        sd = cast
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, MODEL_FILE)
     write_tensors(path, sd, model_metadata(model, tokenizer, info))

@@ -14,25 +14,18 @@ pub(crate) fn forward<F: Element>(s: Fwd<'_, F>, hidden: usize) {
     let rows = s.gates.chunks_exact_mut(h3).zip(s.xw.chunks_exact(h3)).zip(s.hw.chunks_exact(h3));
     for (((gates, xw), hw), (h, h_prev)) in rows.zip(s.h.chunks_exact_mut(hidden).zip(s.h_prev.chunks_exact(hidden))) {
         let (rz, n) = gates.split_at_mut(2 * hidden);
-        // The input side, with `b_ih` when it is apart, in `n` until `r` is known.
-        if s.bias.is_empty() {
-            n.copy_from_slice(&xw[2 * hidden..]);
-            for j in 0..2 * hidden {
-                rz[j] = xw[j] + hw[j];
-            }
-        } else {
-            let b = &s.bias[..h3];
-            for j in 0..2 * hidden {
-                rz[j] = (xw[j] + b[j]) + hw[j];
-            }
-            for j in 0..hidden {
-                n[j] = xw[2 * hidden + j] + b[2 * hidden + j];
-            }
+        // The input side gets `b_ih` here when it is apart (`bias`).
+        let bias = (!s.bias.is_empty()).then(|| &s.bias[..h3]);
+        match bias {
+            None => (0..2 * hidden).for_each(|j| rz[j] = xw[j] + hw[j]),
+            Some(b) => (0..2 * hidden).for_each(|j| rz[j] = (xw[j] + b[j]) + hw[j]),
         }
         F::sigmoid_inplace(rz);
         let (r, z) = rz.split_at(hidden);
-        for j in 0..hidden {
-            n[j] += r[j] * hw[2 * hidden + j];
+        let (xn, hn) = (&xw[2 * hidden..], &hw[2 * hidden..]);
+        match bias {
+            None => (0..hidden).for_each(|j| n[j] = xn[j] + r[j] * hn[j]),
+            Some(b) => (0..hidden).for_each(|j| n[j] = (xn[j] + b[2 * hidden + j]) + r[j] * hn[j]),
         }
         F::tanh_inplace(n);
         for j in 0..hidden {
