@@ -404,6 +404,33 @@ def test_word_level_generator_joins_with_spaces():
     assert g.generate("", length=3, seed=1).count(" ") == 2
 
 
+def test_letters_only_prefix_keeps_its_trailing_separator():
+    """The book's preprocessing strips a text's ends, but a prefix is continued: a model trained on
+    letters and single spaces must be given the space a trailing separator stands for, and the text
+    must not show a second one."""
+    text = "the time machine by h g wells " * 30
+    tok = CharTokenizer(letters_only=True, lower=True).fit(text)
+    model = train(LanguageModel(len(tok.vocab), 8, 32, 1, seed=2), tok.encode(text), steps=60)
+    g = LyricGenerator(model, tok)
+    space = tok.vocab[" "]
+    ids, _ = g.encode_prefix("The time ")
+    assert ids.tolist() == tok.encode("the time").tolist() + [space]
+    for prefix in ("the time ", "the time, ", "the time,", "the time\n"):
+        assert g.encode_prefix(prefix)[0].tolist() == ids.tolist()
+    assert g.encode_prefix("the time")[0].tolist() == ids.tolist()[:-1]
+    assert g.encode_prefix("...")[0].tolist() == [g.start_id]  # nothing left: no lone space
+    # Greedy after the space is the next word, not a space: one space in the printed text.
+    out = g.generate("the time ", length=8, greedy=True)
+    assert out == "the time " + tok.decode(model.sample(ids, length=8, greedy=True))
+    assert "  " not in out and out.startswith("the time m")
+    # A separator that is not whitespace is followed by the space the model saw.
+    assert g.generate("the time,", length=8, greedy=True) == "the time, " + out[len("the time "):]
+    for prefix in ("the time,", "the time "):
+        assert "".join(g.stream(prefix, length=8, greedy=True, chunk_size=3)) == \
+            g.generate(prefix, length=8, greedy=True)
+    assert g.score("machine", prefix="the time,") == pytest.approx(g.score("machine", prefix="the time "))
+
+
 def test_load_and_default(model_dir, gen, tmp_path, trained):
     loaded = LyricGenerator.load(model_dir)
     assert loaded.info.get("note") == "test model"

@@ -178,6 +178,42 @@ def test_sigint_during_validation_then_resume_is_bit_identical(tmp_path, monkeyp
     assert weights_equal(straight.model, resumed.model) and straight.history.val == resumed.history.val
 
 
+def test_sigint_during_the_final_validation_is_an_interrupt(tmp_path, monkeypatch):
+    text = synthetic_text()
+    opts = dict(RESUME, steps=30)  # validations at steps 7, 14, 21, 28 and the final one at 30
+    straight = train(text, **opts)
+    assert [v["step"] for v in straight.history.val] == [7, 14, 21, 28, 30]
+    real = tr.evaluate_ids
+    calls = [0]
+
+    def interrupted_last(model, ids, *args, **kw):
+        calls[0] += 1
+        if calls[0] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(model, ids, *args, **kw)
+
+    monkeypatch.setattr(tr, "evaluate_ids", interrupted_last)
+    first = train(text, out=str(tmp_path), **opts)
+    assert first.summary["status"] == "interrupted" and first.summary["signal"] == "SIGINT"
+    assert first.summary["steps"] == 30 and first.summary["val_ppl"] is None and first.summary["sample"] is None
+    assert ck.load_checkpoint(tmp_path).trainer["pending_val"]
+    monkeypatch.setattr(tr, "evaluate_ids", real)
+    resumed = train(text, out=str(tmp_path), resume=True, **opts)
+    assert resumed.summary["status"] == "completed"
+    assert weights_equal(straight.model, resumed.model) and straight.history.val == resumed.history.val
+
+
+def test_resume_from_another_directory_finds_a_relative_corpus(tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "c.txt").write_text(synthetic_text(), encoding="utf-8")
+    monkeypatch.chdir(tmp_path / "data")
+    first = train(corpus="c.txt", out=str(tmp_path / "run"), steps=6, **TINY)
+    assert first.summary["steps"] == 6
+    monkeypatch.chdir(tmp_path)
+    more = Trainer.resume(tmp_path / "run", steps=9, quiet=True).run()
+    assert more.summary["steps"] == 9 and more.summary["status"] == "completed"
+
+
 def test_numpy_scalar_options_train_save_and_resume(tmp_path):
     # Options taken from NumPy (np.arange, np.float32 ...) are stored as plain Python values, so
     # the checkpoint's JSON metadata can hold them and the run can be resumed.

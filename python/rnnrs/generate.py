@@ -37,6 +37,11 @@ them by their sum.
 left (or the prefix is ``""``), generation starts from :attr:`LyricGenerator.start_id`: the newline
 token when the vocabulary has one (the start of a line), else the most frequent token; that start
 token is not part of the returned text.
+
+**A prefix is continued**, so with a ``letters_only`` character tokenizer (which strips a text's ends)
+a prefix ending with non-letters gives the model the one space such a run became in training:
+``"the time "`` and ``"the time,"`` are both continued after ``"the time "`` (and the returned text
+of the latter is ``"the time, "`` + continuation).
 """
 
 from __future__ import annotations
@@ -53,6 +58,7 @@ from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tupl
 import numpy as np
 
 from . import _rnnrs
+from .tokenizer import _is_letter_or_mark
 
 __all__ = [
     "LyricGenerator",
@@ -259,17 +265,20 @@ class LyricGenerator:
     def encode_prefix(self, prefix: str) -> Tuple[np.ndarray, List[str]]:
         """``(ids, dropped)``: the model's input for ``prefix`` (never empty: see :attr:`start_id`)
         and the prefix tokens left out because they are not in the vocabulary. No warning."""
-        ids, dropped = self._known(prefix, "prefix")
+        ids, dropped = self._known(prefix, "prefix", continued=True)
         return (ids if ids.size else np.array([self.start_id], dtype=np.int64)), dropped
 
-    def _known(self, text: str, what: str) -> Tuple[np.ndarray, List[str]]:
-        """Ids of the tokens of ``text`` that are in the vocabulary (maybe none), and the others."""
+    def _known(self, text: str, what: str, continued: bool = False) -> Tuple[np.ndarray, List[str]]:
+        """Ids of the tokens of ``text`` that are in the vocabulary (maybe none), and the others.
+        ``continued``: ``text`` is a prefix, so a separator it ends with is kept (see :meth:`_glue`)."""
         if not isinstance(text, str):
             raise TypeError(f"{what}: expected a str, got {_type_name(text)}")
         if self.info.get("newlines_as_spaces"):
             text = text.replace("\n", " ")
         vocab = self.tokenizer.vocab
         tokens = self.tokenizer.tokenize(text)
+        if continued and tokens and self._ends_with_separator(text):
+            tokens.append(" ")
         ids = np.array([vocab[t] for t in tokens if t in vocab], dtype=np.int64)
         return ids, [t for t in tokens if t not in vocab]
 
@@ -293,12 +302,28 @@ class LyricGenerator:
             ids.append(int(vocab[t]))
         return ids
 
-    def _join(self, before: str, ids: np.ndarray) -> str:
-        """The text of ``ids`` as it continues ``before`` (a space between words at word level)."""
-        if ids.size == 0:
+    def _ends_with_separator(self, text: str) -> bool:
+        """Whether ``text`` ends with a run of non-letters that a ``letters_only`` character
+        tokenizer strips. Such a model learnt every such run as one space, and a prefix is the
+        start of a longer text, so its input gets that space: ``"the time "`` (or ``"the time,"``)
+        is continued as ``"the time "``, not as ``"the time"`` (which would continue the word)."""
+        tok = self.tokenizer
+        return tok.level == "char" and tok.letters_only and bool(text) and not _is_letter_or_mark(text[-1])
+
+    def _glue(self, prefix: str) -> str:
+        """What goes between ``prefix`` and its continuation in the returned text: a space between
+        words at word level, and at character level the space the model was given after a prefix
+        ending with a separator that is not already whitespace (``"the time," + " " + "machine"``)."""
+        if not prefix:
             return ""
-        piece = self.tokenizer.decode(ids)
-        return " " + piece if self.tokenizer.level == "word" and before else piece
+        if self.tokenizer.level == "word":
+            return " "
+        return " " if self._ends_with_separator(prefix) and not prefix[-1].isspace() and \
+            self.tokenizer.tokenize(prefix) else ""
+
+    def _join(self, prefix: str, ids: np.ndarray) -> str:
+        """The text of ``ids`` as it continues ``prefix`` (with :meth:`_glue`)."""
+        return self._glue(prefix) + self.tokenizer.decode(ids) if ids.size else ""
 
     # --------------------------------------------------------------------------------- generation
     def generate(self, prefix: str, length: int = 100, temperature: float = 0.8, top_k: Optional[int] = None,
@@ -357,13 +382,13 @@ class LyricGenerator:
 
     def _pieces(self, prefix: str, sampler: Any, chunk_size: int) -> Iterator[str]:
         yield prefix
-        before = prefix
+        glue = self._glue(prefix)
+        word = self.tokenizer.level == "word"
         while not sampler.done:
             (new, _), = sampler.advance(chunk_size)
-            piece = self._join(before, new)
-            if piece:
-                before += piece
-                yield piece
+            if new.size:
+                yield glue + self.tokenizer.decode(new)
+                glue = " " if word else ""
 
     def beam(self, prefix: str, length: int = 100, width: int = 4,
              return_logprob: bool = False) -> Union[str, Tuple[str, float]]:

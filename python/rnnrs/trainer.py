@@ -1164,6 +1164,8 @@ class Trainer:
     # ---------------------------------------------------------------------------- saving
     def _trainer_state(self, finished: bool, status: Optional[str]) -> Dict[str, Any]:
         cfg = self.config.to_dict()
+        if cfg.get("corpus"):  # so that a resume from another working directory finds it
+            cfg["corpus"] = os.path.abspath(cfg["corpus"])
         return {
             "train_config": cfg,
             "rnnrs_version": _rnnrs.__version__,
@@ -1241,7 +1243,9 @@ class Trainer:
             last_val_step = self.history.val[-1]["step"] if self.history.val else None
             if self.val_ids.size and last_val_step != self.step:
                 self._validate()
-            if cfg.sample_every != 0:
+            if self._signals.received:  # cut short: the run is not complete, a resume validates again
+                status = "interrupted"
+            elif cfg.sample_every != 0:
                 sample = self._sample(final=True)
         checkpoint = self._save(final=status in ("completed", "early_stop"), status=status)
         model_file = None
