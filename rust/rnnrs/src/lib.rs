@@ -46,7 +46,7 @@ pub mod config;
 pub mod element;
 pub mod embedding;
 pub mod error;
-mod half_weights;
+mod step_weights;
 pub mod io;
 pub mod layer;
 pub mod linear;

@@ -6,7 +6,7 @@ use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::embedding::Embedding;
 use crate::error::{check_alloc, check_shape, invalid, Error, Result};
-use crate::half_weights::HalfCache;
+use crate::step_weights::StepCache;
 use crate::layer::Recurrent;
 use crate::linear::Linear;
 use crate::loss::cross_entropy;
@@ -134,9 +134,9 @@ pub struct StepStats {
 
 /// Embedding (or one-hot) → recurrent stack → linear; time-major `(T, B)` token ids.
 ///
-/// Sampling may cache a float16 copy of the weights in the model
-/// ([`crate::sample::WeightFormat`]); every method that takes `&mut self` drops it, so it always
-/// matches the weights.
+/// Sampling caches copies of a float32 model's weights packed for its step kernel (float32, and
+/// float16 when used: [`crate::sample::WeightFormat`]); every method that takes `&mut self` drops
+/// them, so they always match the weights.
 #[derive(Clone, Debug)]
 pub struct LanguageModel<F> {
     config: LanguageModelConfig,
@@ -144,7 +144,7 @@ pub struct LanguageModel<F> {
     rnn: Recurrent<F>,
     linear: Linear<F>,
     /// Float16 copy of the streamed weights (sampling); cleared by every `&mut self` method.
-    half: HalfCache,
+    packed: StepCache,
 }
 
 impl<F: Element> LanguageModel<F> {
@@ -163,7 +163,7 @@ impl<F: Element> LanguageModel<F> {
         };
         let rnn = Recurrent::new(config.recurrent(), mix(seed ^ 2))?;
         let linear = Linear::new(config.hidden_size, config.vocab_size, mix(seed ^ 3))?;
-        Ok(LanguageModel { config, embedding, rnn, linear, half: HalfCache::default() })
+        Ok(LanguageModel { config, embedding, rnn, linear, packed: StepCache::default() })
     }
     /// The configuration.
     pub fn config(&self) -> &LanguageModelConfig {
@@ -179,16 +179,16 @@ impl<F: Element> LanguageModel<F> {
     }
     /// The recurrent stack, mutably (e.g. to restore its dropout stream).
     pub fn rnn_mut(&mut self) -> &mut Recurrent<F> {
-        self.half.clear();
+        self.packed.clear();
         &mut self.rnn
     }
     /// The output layer.
     pub fn linear(&self) -> &Linear<F> {
         &self.linear
     }
-    /// The cached float16 copy of the weights (see [`crate::sample::WeightFormat`]).
-    pub(crate) fn half_cache(&self) -> &HalfCache {
-        &self.half
+    /// The cached packed copies of the weights (see [`crate::sample::WeightFormat`]).
+    pub(crate) fn step_cache(&self) -> &StepCache {
+        &self.packed
     }
 
     /// A zero state for `batch` sequences.
@@ -289,7 +289,7 @@ impl<F: Element> LanguageModel<F> {
         targets: ArrayView2<'_, usize>,
         state: Option<&State<F>>,
     ) -> Result<(f64, State<F>)> {
-        self.half.clear();
+        self.packed.clear();
         check_shape("targets", inputs.shape(), targets.shape())?;
         self.check_batch("inputs", inputs.nrows(), inputs.ncols())?;
         self.check_ids("inputs", &inputs)?;
@@ -332,7 +332,7 @@ impl<F: Element> LanguageModel<F> {
         clip: Option<f64>,
         optimizer: &mut Optimizer<F>,
     ) -> Result<(StepStats, State<F>)> {
-        self.half.clear();
+        self.packed.clear();
         if let Some(c) = clip {
             if !(c.is_finite() && c > 0.0) {
                 return Err(invalid("clip", "a finite number > 0", c));
@@ -379,7 +379,7 @@ impl<F: Element> Module<F> for LanguageModel<F> {
         self.linear.visit(&mut |n, p, g| f(&format!("linear.{n}"), p, g));
     }
     fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
-        self.half.clear();
+        self.packed.clear();
         if let Some(e) = &mut self.embedding {
             e.visit_mut(&mut |n, p, g| f(&format!("embedding.{n}"), p, g));
         }

@@ -44,17 +44,18 @@
 //!    `length` new tokens.
 //!
 //! # Determinism
-//! Each output of every per-step product is one dot product with a fixed summation order, computed
-//! the same way whatever the batch size or the number of threads (threads split the output
-//! features, never a sum); each sequence draws only from its own stream. Hence the same model,
+//! Each output of every per-step product is one sum with a fixed order, computed the same way
+//! whatever the batch size or the number of threads (threads split the output features, never a
+//! sum); each sequence draws only from its own stream. Hence the same model,
 //! prefix, options and seed give the same tokens in a batch of any size or alone, on any number of
 //! threads, and in one call or in chunks ([`Sampler::advance`]). The per-step products do not go
 //! through [`crate::linalg::gemm`]: general GEMM kernels choose different code paths by the number
 //! of rows (matrix-vector for one row, other kernels for small blocks), which would make a row's
-//! rounding depend on the batch. The float32 step kernel (`step_kernel.rs`: 16-lane fused
-//! multiply-add dots in 4 × 4 register blocks, one generic kernel built for AVX-512, AVX2 + FMA and
-//! portable code, all giving the same bits) reads every weight row once per step for the whole
-//! batch — what batch-1 generation, which is memory-bound, needs — so step logits agree with
+//! rounding depend on the batch. The float32 step kernel (`step_kernel.rs`: an outer product over
+//! weights packed once into column panels, each output one chain of fused multiply-adds in
+//! ascending `k`; one generic kernel built for AVX-512, AVX2 + FMA and portable code, all giving
+//! the same bits) reads every weight once per step for a whole tile of rows — what batch-1
+//! generation, which is memory-bound, needs — so step logits agree with
 //! [`LanguageModel::logits`] to rounding, not bit for bit.
 //!
 //! # Memory
@@ -68,8 +69,8 @@ use crate::element::Element;
 use crate::error::{invalid, Error, Result};
 use crate::model::{LanguageModel, LanguageModelConfig};
 use crate::rng::{self, Rng};
-use crate::half_weights::HalfWeights;
-use crate::step_kernel::Split;
+use crate::step_kernel::{Panels, Split};
+use crate::step_weights::StepWeights;
 use half::f16;
 use rayon::prelude::*;
 use std::cmp::Ordering;
@@ -118,18 +119,19 @@ pub struct SampleConfig {
 /// `weight_hh_l{k}`, `linear.weight`); the arithmetic is float32 (or the model's float64) in every
 /// case. Batch-1 generation is memory-bound, so float16 storage — half the bytes — makes it faster.
 ///
-/// The float16 copy is made on first use and cached in the model until its weights change (see
-/// [`LanguageModel`]); it costs two bytes per weight.
+/// A float32 model's weights are read from a copy packed for the step kernel: float32 (4 bytes
+/// per weight) or float16 (2 bytes), made on first use and cached in the model until its weights
+/// change (see [`LanguageModel`]). Float64 models are read as they are.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum WeightFormat {
     /// Float16 when every streamed weight of a float32 model is exactly representable in float16
     /// (e.g. a model saved in float16, like the built-in one): each weight widens back to the very
-    /// same float32 value and the dot products run in the same order, so the results are
+    /// same float32 value and the sums run in the same order, so the results are
     /// bit-identical to [`WeightFormat::F32`]. Otherwise (or for a float64 model) as `F32`.
     #[default]
     Auto,
-    /// The model's own weights, in its precision.
+    /// The model's own values: a float32 copy (or a float64 model's weights).
     F32,
     /// Float16 copies, rounded to nearest where not exact (lossy for ordinary float32 weights:
     /// each weight changes by at most 2⁻¹¹ of its magnitude; logits typically by ~1e-3). Float32
@@ -389,15 +391,51 @@ pub struct Sampler<F> {
     used: WeightFormat,
 }
 
-/// The float16 copy a step with `format` reads from `model`, if any (see [`WeightFormat`]).
-fn half_for<F: Element>(model: &LanguageModel<F>, format: WeightFormat) -> Result<Option<Arc<HalfWeights>>> {
-    let float32 = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
-    match format {
-        WeightFormat::F32 => Ok(None),
-        WeightFormat::Auto if float32 => Ok(model.half_cache().exact(model)),
-        WeightFormat::Auto => Ok(None),
-        WeightFormat::F16 if float32 => model.half_cache().rounded(model).map(Some),
-        WeightFormat::F16 => Err(invalid("weights", "\"f16\" with a float32 model (\"auto\" or \"f32\" otherwise)", "a float64 model")),
+/// The weights the steps of a sampler read.
+#[derive(Clone, Debug)]
+enum Streamed {
+    /// The model's own (float64 models).
+    Model,
+    /// The float32 copy packed for the step kernel.
+    F32(Arc<StepWeights<f32>>),
+    /// The float16 copy.
+    F16(Arc<StepWeights<f16>>),
+}
+
+impl Streamed {
+    /// The weights a step with `format` reads from `model` (see [`WeightFormat`]).
+    fn of<F: Element>(model: &LanguageModel<F>, format: WeightFormat) -> Result<Self> {
+        let float32 = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
+        let cache = model.step_cache();
+        let half = match format {
+            WeightFormat::F32 => None,
+            WeightFormat::Auto if float32 => cache.exact(model),
+            WeightFormat::Auto => None,
+            WeightFormat::F16 if float32 => Some(cache.rounded(model)?),
+            WeightFormat::F16 => {
+                return Err(invalid("weights", "\"f16\" with a float32 model (\"auto\" or \"f32\" otherwise)", "a float64 model"))
+            }
+        };
+        Ok(match half {
+            Some(h) => Streamed::F16(h),
+            None => cache.float32(model).map_or(Streamed::Model, Streamed::F32),
+        })
+    }
+
+    fn format(&self) -> WeightFormat {
+        match self {
+            Streamed::F16(_) => WeightFormat::F16,
+            _ => WeightFormat::F32,
+        }
+    }
+
+    /// Bytes per streamed weight.
+    fn width<F>(&self) -> usize {
+        match self {
+            Streamed::Model => std::mem::size_of::<F>(),
+            Streamed::F32(_) => 4,
+            Streamed::F16(_) => 2,
+        }
     }
 }
 
@@ -477,7 +515,7 @@ impl<F: Element> Sampler<F> {
                 }
             })
             .collect();
-        let used = if half_for(model, config.weights)?.is_some() { WeightFormat::F16 } else { WeightFormat::F32 };
+        let used = Streamed::of(model, config.weights)?.format();
         let per_group = b.div_ceil(row_groups(b));
         let groups = (0..b.div_ceil(per_group))
             .map(|g| {
@@ -496,8 +534,8 @@ impl<F: Element> Sampler<F> {
     /// in between), the next tokens come from the new weights — through a new float16 copy too.
     pub fn advance(&mut self, model: &LanguageModel<F>, tokens: usize) -> Result<()> {
         self.dims.check(model)?;
-        let half = half_for(model, self.config.weights)?;
-        self.used = if half.is_some() { WeightFormat::F16 } else { WeightFormat::F32 };
+        let streamed = Streamed::of(model, self.config.weights)?;
+        self.used = streamed.format();
         let s = self.step;
         let steps = self
             .rows
@@ -506,10 +544,9 @@ impl<F: Element> Sampler<F> {
             .map(|r| (r.prefix.len() - 1).saturating_sub(s).saturating_add(tokens))
             .max()
             .unwrap_or(0);
-        let (policy, v, half) = (&self.policy, self.dims.vocab, half.as_deref());
+        let (policy, v, w) = (&self.policy, self.dims.vocab, &streamed);
         if let [g] = &mut self.groups[..] {
-            let bytes = if half.is_some() { 2 } else { std::mem::size_of::<F>() };
-            let members = crew_members::<F>(self.rows.len(), g.stepper.streamed * bytes, steps);
+            let members = crew_members::<F>(self.rows.len(), g.stepper.streamed * w.width::<F>(), steps);
             let rows = &mut self.rows;
             with_crew(members, |crew| {
                 let crew = (crew.members() > 1).then_some(crew);
@@ -517,7 +554,7 @@ impl<F: Element> Sampler<F> {
                     if rows.iter().all(|r| r.done) {
                         break;
                     }
-                    g.step(model, half, rows, 0, s + k, policy, v, true, crew)?;
+                    g.step(model, w, rows, 0, s + k, policy, v, true, crew)?;
                 }
                 Ok::<(), Error>(())
             })?;
@@ -534,7 +571,7 @@ impl<F: Element> Sampler<F> {
                         if rows.iter().all(|r| r.done) {
                             break;
                         }
-                        g.step(model, half, rows, gi * per_group, s + k, policy, v, false, None)?;
+                        g.step(model, w, rows, gi * per_group, s + k, policy, v, false, None)?;
                     }
                     Ok(())
                 })
@@ -564,10 +601,9 @@ impl<F: Element> Sampler<F> {
         &self.config
     }
 
-    /// The weight storage the last call used ([`WeightFormat::F32`] — the model's own weights —
+    /// The weight storage the last call used ([`WeightFormat::F32`] — the model's own values —
     /// or [`WeightFormat::F16`]), resolving [`WeightFormat::Auto`]; after [`Sampler::new`], the one
-    /// the first step will use. (An *exact* float16 copy is read only by steps of fewer than 4
-    /// sequences, where it is faster; larger steps read the float32 weights — the same values.)
+    /// the first step will use.
     pub fn weights_used(&self) -> WeightFormat {
         self.used
     }
@@ -625,7 +661,7 @@ impl<F: Element> Group<F> {
     fn step(
         &mut self,
         model: &LanguageModel<F>,
-        half: Option<&HalfWeights>,
+        w: &Streamed,
         rows: &mut [Row<F>],
         first: usize,
         s: usize,
@@ -643,7 +679,7 @@ impl<F: Element> Group<F> {
                 r.ids.get(s - p).or(r.ids.last()).copied().unwrap_or(r.prefix[p - 1])
             };
         }
-        self.stepper.step(model, half, &self.inputs, parallel, crew)?;
+        self.stepper.step(model, w, &self.inputs, parallel, crew)?;
         let logits = &self.stepper.logits[..rows.len() * v];
         let pick = |(lg, row): (&[F], &mut Row<F>)| {
             if !row.done && s + 1 >= row.prefix.len() {
@@ -942,10 +978,9 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     // Rows 0..width: beams; row `width` (if width > 1): the greedy continuation.
     let rows = if width > 1 { width + 1 } else { 1 };
     let mut st = Stepper::new(model, rows);
-    let half = half_for(model, WeightFormat::Auto)?;
-    let half = half.as_deref();
+    let w = Streamed::of(model, WeightFormat::Auto)?;
     for &t in prefix {
-        st.step(model, half, &[t], true, None)?;
+        st.step(model, &w, &[t], true, None)?;
     }
     st.broadcast_row0(rows, v);
     let mut scores = vec![0.0f64; width];
@@ -962,7 +997,7 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     let mut live = 1;
     for t in 0..length {
         if t > 0 {
-            st.step(model, half, &inputs, true, None)?;
+            st.step(model, &w, &inputs, true, None)?;
         }
         cands.clear();
         for (b, &score) in scores[..live].iter().enumerate() {
@@ -1049,9 +1084,9 @@ struct Stepper<F> {
     streamed: usize,
 }
 
-/// Steps of at least this many rows read the float32 weights rather than an exact float16 copy
-/// (same results; measured at 32 rows, H=256: 0.022 ms/token with float32, 0.036 with float16).
-const EXACT_HALF_MAX_ROWS: usize = 4;
+/// Steps of fewer rows than this are memory-bound (they stream the weights); larger ones are
+/// compute-bound.
+const FEW_ROWS: usize = 4;
 
 /// Split even few-row products over threads when a step streams at least this many bytes of
 /// weights: they no longer stay in cache, and two cores fetch them faster than one. Below it a
@@ -1068,7 +1103,7 @@ const CREW_MIN_BYTES: usize = 1 << 20;
 /// small models.
 fn crew_members<F: Element>(rows: usize, bytes: usize, steps: usize) -> usize {
     let f32_model = std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>();
-    if f32_model && rows < EXACT_HALF_MAX_ROWS && steps >= 8 && bytes >= CREW_MIN_BYTES {
+    if f32_model && rows < FEW_ROWS && steps >= 8 && bytes >= CREW_MIN_BYTES {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         rayon::current_num_threads().min(cores).min(8)
     } else {
@@ -1107,22 +1142,17 @@ impl<F: Element> Stepper<F> {
     }
 
     /// Feed `inputs[i]` to row `i` (rows `0..inputs.len()`): update the states, compute the logits.
-    /// With `half` (made from `model`, float32 models only), the weight matrices are read from it.
-    /// `parallel`: products may be split over threads (else this runs on one of several); by
-    /// `crew` when there is one (only few-row samplers have one, see `crew_members`).
-    fn step(&mut self, model: &LanguageModel<F>, half: Option<&HalfWeights>, inputs: &[usize], parallel: bool, crew: Option<&Crew<'_>>) -> Result<()> {
+    /// The weight matrices are read from `w` (made from `model`). `parallel`: products may be
+    /// split over threads (else this runs on one of several); by `crew` when there is one (only
+    /// few-row samplers have one, see `crew_members`).
+    fn step(&mut self, model: &LanguageModel<F>, w: &Streamed, inputs: &[usize], parallel: bool, crew: Option<&Crew<'_>>) -> Result<()> {
         let b = inputs.len();
         debug_assert!(b <= self.rows);
         let cfg = model.config();
         let (hs, cell) = (cfg.hidden_size, cfg.cell);
         let gh = cell.gates() * hs;
         let lstm = cell.has_cell_state();
-        // Exact float16 copies give the same bits as the weights themselves: read them only where
-        // they are faster, in few-row (memory-bound) steps; batches are compute-bound, and the
-        // float32 weights save the widening.
-        let half = half.filter(|h| !(h.exact && b >= EXACT_HALF_MAX_ROWS));
-        let bytes = if half.is_some() { 2 } else { std::mem::size_of::<F>() };
-        let split = match (parallel, crew, self.streamed * bytes >= SPLIT_STREAMED_BYTES) {
+        let split = match (parallel, crew, self.streamed * w.width::<F>() >= SPLIT_STREAMED_BYTES) {
             (false, ..) => Split::Never,
             (true, Some(crew), _) => Split::Crew(crew),
             (true, _, true) => Split::Always,
@@ -1130,9 +1160,10 @@ impl<F: Element> Stepper<F> {
         };
         for l in 0..cfg.num_layers {
             let p = model.rnn().dir_params(l, 0);
-            let (w_ih, w_hh) = match half {
-                Some(h) => (Mat::F16(&h.ih[l]), Mat::F16(&h.hh[l])),
-                None => (Mat::F32(weights(&p.weight_ih)?), Mat::F32(weights(&p.weight_hh)?)),
+            let (w_ih, w_hh) = match w {
+                Streamed::F32(c) => (c.ih[l].as_ref().map(Mat::F32), Mat::F32(&c.hh[l])),
+                Streamed::F16(c) => (c.ih[l].as_ref().map(Mat::F16), Mat::F16(&c.hh[l])),
+                Streamed::Model => (Some(Mat::Rows(weights(&p.weight_ih)?)), Mat::Rows(weights(&p.weight_hh)?)),
             };
             let (b_ih, b_hh) = (vector(&p.bias_ih)?, vector(&p.bias_hh)?);
             let xw = &mut self.xw[..b * gh];
@@ -1145,7 +1176,7 @@ impl<F: Element> Stepper<F> {
                         for (xr, &id) in x.chunks_exact_mut(ew).zip(inputs) {
                             xr.copy_from_slice(&table[id * ew..(id + 1) * ew]);
                         }
-                        affine(x, ew, w_ih, b_ih, xw, &mut self.tmp, split);
+                        affine(x, ew, w_ih.expect("a packed weight_ih"), b_ih, xw, &mut self.tmp, split);
                     }
                     None => {
                         // One-hot input: the projection is a column of W_ih (never packed).
@@ -1158,7 +1189,7 @@ impl<F: Element> Stepper<F> {
                     }
                 }
             } else {
-                affine(&self.h[l - 1][..b * hs], hs, w_ih, b_ih, xw, &mut self.tmp, split);
+                affine(&self.h[l - 1][..b * hs], hs, w_ih.expect("a packed weight_ih"), b_ih, xw, &mut self.tmp, split);
             }
             let hw = &mut self.hw[..b * gh];
             affine(&self.h[l][..b * hs], hs, w_hh, b_hh, hw, &mut self.tmp, split);
@@ -1187,9 +1218,10 @@ impl<F: Element> Stepper<F> {
         }
         let lin = model.linear();
         let top = &self.h[cfg.num_layers - 1][..b * hs];
-        let w = match half {
-            Some(h) => Mat::F16(&h.linear),
-            None => Mat::F32(weights(&lin.weight)?),
+        let w = match w {
+            Streamed::F32(c) => Mat::F32(&c.linear),
+            Streamed::F16(c) => Mat::F16(&c.linear),
+            Streamed::Model => Mat::Rows(weights(&lin.weight)?),
         };
         affine(top, hs, w, vector(&lin.bias)?, &mut self.logits[..b * cfg.vocab_size], &mut self.tmp, split);
         Ok(())
@@ -1241,7 +1273,7 @@ fn vector<F: Element>(a: &ndarray::Array1<F>) -> Result<&[F]> {
 }
 
 // ------------------------------------------------------------------------------------------------
-// The step kernel: out[i, j] = bias[j] + x[i, :] · w[j, :], every output one fixed-order dot.
+// The float64 step kernel: out[i, j] = bias[j] + x[i, :] · w[j, :], every output one fixed-order dot.
 // ------------------------------------------------------------------------------------------------
 
 /// Lanes of the partial sums of a dot product (see [`dot`]).
@@ -1250,32 +1282,37 @@ const LANES: usize = 8;
 /// Weight rows per block: a block stays in cache while every group of input rows passes over it.
 const ROW_BLOCK: usize = 32;
 
-/// A weight matrix `(n, k)`, row-major: the model's own, or its float16 copy.
+/// A weight matrix `(n, k)`: the model's own (row-major), or a packed copy of a float32 model's.
 #[derive(Clone, Copy)]
 enum Mat<'a, F> {
-    F32(&'a [F]),
-    F16(&'a [f16]),
+    Rows(&'a [F]),
+    F32(&'a Panels<f32>),
+    F16(&'a Panels<f16>),
 }
 
-/// `out (b, n) = x (b, k) · wᵀ + bias` for `w: (n, k)` row-major; `tmp` holds at least `b · n`
-/// values when `b > 1`. Threads split the `n` outputs; results do not depend on `b` or threads.
-/// Float16 weights need `F = f32` (the sampler only makes them for float32 models).
+/// `out (b, n) = x (b, k) · wᵀ + bias` for `w: (n, k)`; `tmp` holds at least `b · n` values when
+/// `b > 1` and `w` is the model's own. Threads split the `n` outputs; results do not depend on
+/// `b` or threads. Packed copies need `F = f32` (the sampler only makes them for float32 models).
 /// `split`: which products may use several threads ([`Split`]; the float64 kernel splits large
 /// products unless `Split::Never`).
 fn affine<F: Element>(x: &[F], k: usize, w: Mat<'_, F>, bias: &[F], out: &mut [F], tmp: &mut [F], split: Split) {
-    if std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>() {
-        // SAFETY: `F` is `f32` (checked above), so the slices can be viewed as `f32`.
-        unsafe {
-            let cast = |s: &[F]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
-            let o = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len());
-            match w {
-                Mat::F32(w) => crate::step_kernel::affine_f32(cast(x), k, cast(w), cast(bias), o, split),
-                Mat::F16(w) => crate::step_kernel::affine_f16(cast(x), k, w, cast(bias), o, split),
+    let w = match w {
+        Mat::Rows(w) => w,
+        packed => {
+            assert!(std::any::TypeId::of::<F>() == std::any::TypeId::of::<f32>(), "packed weights of a float32 model");
+            // SAFETY: `F` is `f32` (checked above), so the slices can be viewed as `f32`.
+            unsafe {
+                let cast = |s: &[F]| std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len());
+                let o = std::slice::from_raw_parts_mut(out.as_mut_ptr().cast::<f32>(), out.len());
+                match packed {
+                    Mat::F32(p) => crate::step_kernel::affine_f32(cast(x), p, cast(bias), o, split),
+                    Mat::F16(p) => crate::step_kernel::affine_f16(cast(x), p, cast(bias), o, split),
+                    Mat::Rows(_) => unreachable!(),
+                }
             }
+            return;
         }
-        return;
-    }
-    let Mat::F32(w) = w else { unreachable!("float16 weights are only made for float32 models") };
+    };
     let n = bias.len();
     let b = x.len() / k;
     debug_assert!(w.len() == n * k && out.len() == b * n);
@@ -1425,13 +1462,13 @@ mod tests {
             let bias: Vec<f64> = (0..n).map(|_| rng::uniform(&mut r) - 0.5).collect();
             let mut out = vec![0.0; b * n];
             let mut tmp = vec![0.0; b * n];
-            affine(&x, k, Mat::F32(&w), &bias, &mut out, &mut tmp, Split::Always);
+            affine(&x, k, Mat::Rows(&w), &bias, &mut out, &mut tmp, Split::Always);
             for (a, e) in out.iter().zip(naive(&x, k, &w, &bias)) {
                 assert!((a - e).abs() < 1e-12, "{a} vs {e}");
             }
             for i in 0..b {
                 let mut one = vec![0.0; n];
-                affine(&x[i * k..(i + 1) * k], k, Mat::F32(&w), &bias, &mut one, &mut [], Split::Never);
+                affine(&x[i * k..(i + 1) * k], k, Mat::Rows(&w), &bias, &mut one, &mut [], Split::Never);
                 assert_eq!(&out[i * n..(i + 1) * n], &one[..], "row {i} of {b}");
             }
         }
