@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -402,6 +403,10 @@ def test_word_level_generator_joins_with_spaces():
     assert out.startswith("the moon ") and len(out.split()) == 8
     assert "".join(g.stream("the moon", length=6, seed=1)) == out
     assert g.generate("", length=3, seed=1).count(" ") == 2
+    # A prefix ending with a space is continued after it: no second space.
+    out = g.generate("the moon ", length=6, seed=1)
+    assert out.startswith("the moon ") and "  " not in out and len(out.split()) == 8
+    assert "".join(g.stream("the moon ", length=6, seed=1)) == out
 
 
 def test_letters_only_prefix_keeps_its_trailing_separator():
@@ -607,6 +612,9 @@ def test_cli_ban_options(model_dir, capsys):
     assert rc == 0 and "明" not in out[2:] and "月" not in out[2:]
     rc, out, _ = cli(["--model", model_dir, "--prefix", "明月", "--length", "5", "--no-ban"], capsys)
     assert rc == 0 and out.startswith("明月")
+    # A token the model does not have (a typo, or a word at character level) is a usage error.
+    rc, out, err = cli(["--model", model_dir, "--prefix", "明月", "--length", "5", "--ban", "明月"], capsys)
+    assert rc == 2 and out == "" and "--ban" in err and "'明月'" in err and "one character per token" in err
 
 
 def test_cli_ban_adds_to_the_default_bans(capsys):
@@ -731,3 +739,29 @@ def test_cli_weights_option(model_dir, gen, capsys):
     with pytest.raises(SystemExit):
         cli(["--model", model_dir, "--prefix", "明月", "--weights", "f8"], capsys)
     assert "invalid choice: 'f8'" in capsys.readouterr().err
+
+
+# ===================================================================================== interrupts
+@pytest.mark.parametrize("call,length", [
+    (lambda m, n: m.sample([1, 2], length=n, temperature=1.0, seed=0), 20_000_000),
+    (lambda m, n: m.sample_many([[1], [2], [3]], length=n, temperature=1.0, seed=0), 10_000_000),
+    (lambda m, n: m.beam_search([1, 2], length=n, beam_width=3), 1_500_000),
+], ids=["sample", "sample_many", "beam_search"])
+def test_ctrl_c_stops_a_long_generation(call, length):
+    """One call that would generate for many seconds must honour Ctrl-C while it runs: the Rust
+    loop looks at Python's signal handlers between chunks. (Without that the KeyboardInterrupt
+    only comes when the whole call is done: the check is that it comes long before.)"""
+    model = tiny()
+    t = time.perf_counter()
+    call(model, length // 100)
+    whole = 100 * (time.perf_counter() - t)  # what the uninterrupted call would take
+    timer = threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGINT))
+    t = time.perf_counter()
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            call(model, length)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - t < whole / 4, f"interrupted after {time.perf_counter() - t:.1f} s of ~{whole:.0f}"
+    assert len(model.sample([1], length=5, seed=0)) == 5  # the model is still usable

@@ -317,7 +317,7 @@ class LyricGenerator:
         if not prefix:
             return ""
         if self.tokenizer.level == "word":
-            return " "
+            return "" if prefix[-1].isspace() else " "
         return " " if self._ends_with_separator(prefix) and not prefix[-1].isspace() and \
             self.tokenizer.tokenize(prefix) else ""
 
@@ -511,6 +511,11 @@ def run_generate(args: argparse.Namespace) -> int:
         else:
             gen = LyricGenerator.default() if ban is None else LyricGenerator.default(ban=ban)
         if args.ban:
+            unknown = [t for t in args.ban if t not in gen.tokenizer.vocab]
+            if unknown:
+                level = ("one character per token" if gen.tokenizer.level == "char" else "one word per token")
+                return _error(f"--ban: expected tokens of the model's vocabulary ({level}), got "
+                              + ", ".join(repr(t) for t in unknown))
             gen.ban = tuple(dict.fromkeys(gen.ban + tuple(args.ban)))
     except OSError as e:
         return _error(f"--model {args.model if args.model is not None else DEFAULT_MODEL_DIR}: {e.strerror or e}")

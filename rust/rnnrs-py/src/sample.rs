@@ -1,5 +1,7 @@
 //! Generation: `sample`, `beam_search` and the streaming `Sampler` — extract, run the core's loop
-//! with the GIL released, convert. The loop itself is `rnnrs::sample`.
+//! with the GIL released, convert. The loop itself is `rnnrs::Sampler`/`rnnrs::beam_search_until`.
+//! Both look at Python's signal handlers every few tens of milliseconds, so Ctrl-C stops a long
+//! generation with `KeyboardInterrupt` (or whatever the handler raises).
 
 use crate::convert::{detached, ids};
 use crate::model::{LanguageModel, LmInner};
@@ -7,6 +9,10 @@ use numpy::{IntoPyArray, PyArray1};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use rnnrs::{SampleConfig, WeightFormat};
+use std::time::{Duration, Instant};
+
+/// How long the loops run between looks at Python's signal handlers.
+const SIGNAL_CHECK: Duration = Duration::from_millis(50);
 
 /// `(ids int64 (n,), logprobs float64 (n,))` of one sequence.
 type Seq<'py> = (Bound<'py, PyArray1<i64>>, Bound<'py, PyArray1<f64>>);
@@ -81,7 +87,19 @@ pub fn sample<'py>(
     let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens, weights)?;
     let out = crate::model::with_lm!(&model.inner, l, T => {
         let m = &l.model;
-        detached(py, || rnnrs::sample(m, &prefixes, &seeds, &cfg))?
+        let mut s = detached(py, || rnnrs::Sampler::new(m, &prefixes, &seeds, cfg))?;
+        // In chunks (which never changes the result), growing while a chunk takes less than
+        // `SIGNAL_CHECK`, with a look at the signal handlers in between.
+        let mut chunk = 16usize;
+        while !s.is_done() {
+            let t = Instant::now();
+            detached(py, || s.advance(m, chunk))?;
+            py.check_signals()?;
+            if t.elapsed() < SIGNAL_CHECK {
+                chunk = chunk.saturating_mul(2);
+            }
+        }
+        s.into_samples()
     });
     Ok(out
         .iter()
@@ -104,10 +122,21 @@ pub fn beam_search<'py>(
     length: usize,
 ) -> PyResult<BeamOut<'py>> {
     let prefix = ids::<ndarray::Ix1>(prefix, "prefix", 1)?.to_vec();
+    let mut signal: Option<PyErr> = None;
     let beam = crate::model::with_lm!(&model.inner, l, T => {
         let m = &l.model;
-        detached(py, || rnnrs::beam_search(m, &prefix, width, length))?
+        let mut last = Instant::now();
+        let mut stop = || {
+            if last.elapsed() < SIGNAL_CHECK {
+                return false;
+            }
+            last = Instant::now();
+            signal = Python::attach(|py| py.check_signals()).err();
+            signal.is_some()
+        };
+        detached(py, || rnnrs::beam_search_until(m, &prefix, width, length, &mut stop))?
     });
+    let Some(beam) = beam else { return Err(signal.expect("the search stops only for a signal")) };
     let (i, lp) = seq_out(py, &beam.ids, &beam.logprobs);
     Ok((i, lp, beam.total_logprob))
 }

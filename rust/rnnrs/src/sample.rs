@@ -966,6 +966,18 @@ fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
 /// beam order, then larger logit, then smaller token id. Stop tokens are not used. Weights are read
 /// as with [`WeightFormat::Auto`] (the same results as float32, faster when that is possible).
 pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width: usize, length: usize) -> Result<Beam> {
+    Ok(beam_search_until(model, prefix, width, length, &mut || false)?.expect("never stopped"))
+}
+
+/// [`beam_search`] that asks `stop()` before every step of the prefix and of the search and gives
+/// up, returning `Ok(None)`, as soon as it says `true` — e.g. to honour Ctrl-C in a long search.
+pub fn beam_search_until<F: Element>(
+    model: &LanguageModel<F>,
+    prefix: &[usize],
+    width: usize,
+    length: usize,
+    stop: &mut dyn FnMut() -> bool,
+) -> Result<Option<Beam>> {
     let dims = Dims::of(model)?;
     let v = dims.vocab;
     check_prefix("prefix", prefix, v)?;
@@ -980,13 +992,16 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     let mut st = Stepper::new(model, rows);
     let w = Streamed::of(model, WeightFormat::Auto)?;
     for &t in prefix {
+        if stop() {
+            return Ok(None);
+        }
         st.step(model, &w, &[t], true, None)?;
     }
     st.broadcast_row0(rows, v);
     let mut scores = vec![0.0f64; width];
-    let mut hist = vec![0usize; width * length];
-    let mut hist_lp = vec![0.0f64; width * length];
-    let (mut hist2, mut hist_lp2) = (hist.clone(), hist_lp.clone());
+    // Step `t`, beam `j`: its parent beam at step `t - 1`, its token and that token's logprob (the
+    // sequences are traced back at the end: linear in `length`, where copying them was quadratic).
+    let mut back = vec![(0usize, 0usize, 0.0f64); width * length];
     let mut greedy = Beam { ids: Vec::with_capacity(length), logprobs: Vec::with_capacity(length), total_logprob: 0.0 };
     let mut tops: Vec<(f64, usize)> = Vec::with_capacity(width + 1);
     // (score, beam, rank within beam, token, logprob)
@@ -996,6 +1011,9 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
     let (mut scratch, mut escratch, mut cum) = (vec![0.0f64; v], vec![F::zero(); v], vec![0.0f64; v]);
     let mut live = 1;
     for t in 0..length {
+        if stop() {
+            return Ok(None);
+        }
         if t > 0 {
             st.step(model, &w, &inputs, true, None)?;
         }
@@ -1024,17 +1042,11 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
         cands.sort_unstable_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(Ordering::Equal).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let new_live = cands.len().min(width);
         for (j, c) in cands[..new_live].iter().enumerate() {
-            let (src, dst) = (c.1 * length, j * length);
-            hist2[dst..dst + t].copy_from_slice(&hist[src..src + t]);
-            hist_lp2[dst..dst + t].copy_from_slice(&hist_lp[src..src + t]);
-            hist2[dst + t] = c.3;
-            hist_lp2[dst + t] = c.4;
+            back[t * width + j] = (c.1, c.3, c.4);
             scores[j] = c.0;
             parents[j] = c.1;
             inputs[j] = c.3;
         }
-        std::mem::swap(&mut hist, &mut hist2);
-        std::mem::swap(&mut hist_lp, &mut hist_lp2);
         st.gather_rows(&parents[..new_live]);
         live = new_live;
         if rows > width {
@@ -1054,9 +1066,15 @@ pub fn beam_search<F: Element>(model: &LanguageModel<F>, prefix: &[usize], width
         }
     }
     if rows > width && greedy.total_logprob > scores[0] {
-        return Ok(greedy);
+        return Ok(Some(greedy));
     }
-    Ok(Beam { ids: hist[..length].to_vec(), logprobs: hist_lp[..length].to_vec(), total_logprob: if length > 0 { scores[0] } else { 0.0 } })
+    let (mut ids, mut logprobs) = (vec![0; length], vec![0.0; length]);
+    let mut j = 0;
+    for t in (0..length).rev() {
+        let (parent, tok, lp) = back[t * width + j];
+        (ids[t], logprobs[t], j) = (tok, lp, parent);
+    }
+    Ok(Some(Beam { ids, logprobs, total_logprob: if length > 0 { scores[0] } else { 0.0 } }))
 }
 
 /// One-token-at-a-time inference through the model for up to `rows` sequences, with every buffer
