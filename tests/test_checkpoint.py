@@ -112,6 +112,22 @@ def test_load_model_accepts_a_checkpoint_file(tmp_path):
     assert np.array_equal(m2.logits(x)[0], m.logits(x)[0]) and tok2 == tok
 
 
+def test_a_run_directory_with_only_its_checkpoint_loads_from_that(tmp_path):
+    # A run killed before its first model file leaves only checkpoint.safetensors.
+    path, m, tok, x = _write_checkpoint(tmp_path)
+    assert os.path.dirname(path) == str(tmp_path) and not os.path.exists(tmp_path / ck.MODEL_FILE)
+    m2, tok2, _ = ck.load_model(tmp_path)
+    assert np.array_equal(m2.logits(x)[0], m.logits(x)[0]) and tok2 == tok
+    # With a model file the directory means that file.
+    other = rnnrs.LanguageModel(m.vocab_size, 4, 8, 1, seed=9)
+    ck.save_model(tmp_path, other, tok)
+    assert np.array_equal(ck.load_model(tmp_path)[0].logits(x)[0], other.logits(x)[0])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no model.safetensors or checkpoint.safetensors") as e:
+        ck.load_model(tmp_path / "empty")
+    assert e.value.errno == errno.ENOENT and e.value.filename == str(tmp_path / "empty")
+
+
 def test_files_without_a_checksum_still_load(tmp_path):
     m, tok, x = _trained()
     tensors = m.state_dict()

@@ -242,3 +242,22 @@ def test_sigkill_at_random_moments_leaves_a_resumable_checkpoint(tmp_path, corpu
         a, b = straight.model.state_dict(), resumed.model.state_dict()
         assert all(np.array_equal(a[k], b[k]) for k in a), f"kill point {trial} (step {step})"
     print(f"{KILL_POINTS} kill points, {mid_write} of them while a file was being written")
+
+
+def test_closed_json_output_stops_training_and_keeps_the_run(tmp_path, corpus):
+    # `rnnrs train --json | head -1`: the reader goes away after one line. The run must stop with a
+    # checkpoint (resumable), not die and lose it.
+    out = tmp_path / "run"
+    p = subprocess.Popen([sys.executable, "-m", "rnnrs", "train", "--corpus", str(corpus), "--out", str(out),
+                          "--steps", "1000000", "--json", "--log-every", "1", "--hidden", "8", "--embed", "4",
+                          "--batch-size", "2", "--seq-len", "4", "--no-plot"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first = p.stdout.readline()
+    p.stdout.close()  # as `head -1` does
+    _, err = p.communicate(timeout=120)
+    assert json.loads(first)["event"] == "start"
+    assert p.returncode == 141, err
+    assert "broken pipe" in err and "--resume" in err and "Traceback" not in err
+    assert os.path.exists(out / "checkpoint.safetensors")
+    r = run_cli("train", "--out", out, "--resume", "--steps", "3", "--quiet")
+    assert r.returncode == 0, r.stderr

@@ -356,15 +356,23 @@ def test_console_output(capsys):
     assert "TrainConfig(" in out and "val ppl" in out and "completed after" in out
 
 
-def test_sample_previews_use_model_sample(monkeypatch):
-    def fake_sample(self, prefix_ids, length=100, temperature=1.0, top_k=None, top_p=None, seed=0):
-        return np.concatenate([np.asarray(prefix_ids), np.full(length, prefix_ids[0])])
-
-    monkeypatch.setattr(rnnrs.LanguageModel, "sample", fake_sample, raising=False)
+def test_sample_previews_are_the_generators_text():
+    # Previews are LyricGenerator's text: the prefix as given (characters outside the vocabulary
+    # kept in the text, left out of the model's input, one warning), <unk> never generated.
     events = []
-    r = train(synthetic_text(), epochs=1, sample_prefix="ab", sample_length=5, callbacks=[events.append], **TINY)
+    r = train(synthetic_text(), epochs=1, sample_prefix="XYab", sample_length=40, sample_temperature=1.0,
+              callbacks=[events.append], **TINY)
     samples = [e for e in events if e["event"] == "sample"]
-    assert samples and samples[-1]["text"] == "ab" + "a" * 5 and r.summary["sample"] == "ab" + "a" * 5
+    gen = rnnrs.LyricGenerator(r.model, r.tokenizer)
+    with pytest.warns(rnnrs.UnknownTokenWarning):
+        want = gen.generate("XYab", length=40, temperature=1.0, top_p=None, seed=samples[-1]["step"])
+    assert samples and samples[-1]["text"] == want == r.summary["sample"] and want.startswith("XYab")
+    warned = [e["message"] for e in events if e["event"] == "warning" and "sample previews" in e["message"]]
+    assert len(warned) == 1 and "'X'" in warned[0]
+    with pytest.warns(rnnrs.UnknownTokenWarning):
+        hot = r.sample("HELLO", length=300, temperature=5.0, seed=1)
+    assert hot.startswith("HELLO") and "<unk>" not in hot and len(hot) == 5 + 300
+    assert len(r.sample("", length=7)) == 7  # an empty prefix starts from the start token
 
 
 def test_curve_png(tmp_path):

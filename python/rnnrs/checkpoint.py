@@ -20,6 +20,7 @@ in ``docs/checkpoint-format.md``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
@@ -159,9 +160,18 @@ def model_metadata(model: LanguageModel, tokenizer: Any = None, info: Optional[M
 
 
 def model_file(path: PathLike) -> str:
-    """``path`` itself if it is a file, else ``path/model.safetensors``."""
+    """``path`` itself if it is a file; for a directory ``path/model.safetensors``, or
+    ``path/checkpoint.safetensors`` when a run has written only that (it was stopped before its
+    first model file: a killed run, or one whose first validation had not come yet).
+    ``FileNotFoundError`` naming both files for a directory with neither."""
     path = os.fspath(path)
-    return os.path.join(path, MODEL_FILE) if os.path.isdir(path) else path
+    if not os.path.isdir(path):
+        return path
+    for name in (MODEL_FILE, CHECKPOINT_FILE):
+        f = os.path.join(path, name)
+        if os.path.exists(f):
+            return f
+    raise FileNotFoundError(errno.ENOENT, f"no {MODEL_FILE} or {CHECKPOINT_FILE} in the directory", path)
 
 
 def save_model(directory: PathLike, model: LanguageModel, tokenizer: Any = None,

@@ -21,7 +21,7 @@ import numpy as np
 
 __all__ = ["main", "build_parser"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGTERM = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SIGINT, EXIT_SIGPIPE, EXIT_SIGTERM = 0, 1, 2, 130, 141, 143
 
 
 class UsageError(Exception):
@@ -228,6 +228,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return report.error("interrupted again: stopped at once; the last complete checkpoint in "
                             f"{out} is kept (continue with --resume)", EXIT_SIGINT)
     summary = result.summary
+    if trainer.output_closed:  # stdout's reader went away: say so where it can still be read
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return report.error(f"the output was closed (broken pipe): stopped at step {summary['steps']}; the "
+                            f"checkpoint in {out} is kept (continue with --resume)", EXIT_SIGPIPE)
     if summary["status"] == "interrupted":
         return EXIT_SIGTERM if summary.get("signal") == "SIGTERM" else EXIT_SIGINT
     return EXIT_OK

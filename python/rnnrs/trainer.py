@@ -34,6 +34,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -44,6 +45,7 @@ from ._rnnrs import NonFiniteError
 from .checkpoint import (CHECKPOINT_FILE, MODEL_FILE, CheckpointError, load_checkpoint, save_checkpoint,
                          save_model)
 from .dataset import LMBatches, min_corpus_tokens, split_train_val
+from .generate import LyricGenerator, UnknownTokenWarning
 from .model import CELLS, LanguageModel
 from .tokenizer import CharTokenizer, WordTokenizer
 
@@ -407,27 +409,20 @@ class TrainResult:
     out: Optional[str] = None
 
     def sample(self, prefix: str, length: int = 100, temperature: float = 0.8, seed: int = 0) -> Optional[str]:
-        """``prefix`` and a sampled continuation of ``length`` tokens (None if this model has no
-        ``sample`` method or no tokenizer)."""
+        """``prefix`` and a sampled continuation of ``length`` tokens, as
+        :meth:`rnnrs.LyricGenerator.generate` makes it with ``top_p=None`` (the prefix kept as
+        given, its tokens outside the vocabulary left out of the model's input with an
+        :class:`~rnnrs.generate.UnknownTokenWarning`, ``<unk>`` never generated). None without
+        a tokenizer or for a model other than :class:`rnnrs.LanguageModel`."""
         return _preview(self.model, self.tokenizer, prefix, length, temperature, seed)
 
 
 def _preview(model: LanguageModel, tokenizer: Any, prefix: str, length: int, temperature: float,
-             seed: int) -> Optional[str]:
-    sample = getattr(model, "sample", None)
-    if sample is None or tokenizer is None:
+             seed: int, newlines_as_spaces: bool = False) -> Optional[str]:
+    if tokenizer is None or not hasattr(model, "_core"):
         return None
-    ids = tokenizer.encode(prefix)
-    if ids.size == 0:
-        return None
-    out = sample(ids, length=length, temperature=temperature, seed=seed)
-    if isinstance(out, tuple):
-        out = out[0]
-    out = np.asarray(out).reshape(-1)
-    if out.size == ids.size + length and np.array_equal(out[:ids.size], ids):
-        out = out[ids.size:]
-    sep = " " if getattr(tokenizer, "level", "char") == "word" else ""
-    return tokenizer.decode(ids) + sep + tokenizer.decode(out)
+    gen = LyricGenerator(model, tokenizer, info={"newlines_as_spaces": newlines_as_spaces})
+    return gen.generate(prefix, length=length, temperature=temperature, top_p=None, seed=seed)
 
 
 # ======================================================================================== logging
@@ -688,6 +683,8 @@ class Trainer:
         self.text, self.ids_in = text, ids
         self.tokenizer: Any = tokenizer
         self.callbacks: List[Callback] = list(callbacks)
+        #: A callback's output pipe was closed (it was dropped and training stopped; see ``_emit``).
+        self.output_closed = False
         if self.config.json:
             self.callbacks.append(JsonLogger())
         elif not self.config.quiet:
@@ -917,11 +914,16 @@ class Trainer:
         """Send an event to every callback. A callback's :class:`StopTraining` takes effect before
         the next step (so the position saved in the checkpoint is always consistent)."""
         event = {"event": kind, **fields}
-        for cb in self.callbacks:
+        for cb in list(self.callbacks):
             try:
                 cb(event)
             except StopTraining:
                 self.stop_requested = True
+            except BrokenPipeError:
+                # Its reader went away (``rnnrs train --json | head -1``): stop as for StopTraining,
+                # so the run is saved, without that callback. (``output_closed`` tells the CLI.)
+                self.stop_requested = self.output_closed = True
+                self.callbacks.remove(cb)
 
     def _warn(self, message: str, later: bool = False) -> None:
         if later:
@@ -1143,7 +1145,7 @@ class Trainer:
         cfg = self.config
         if self.tokenizer is None or getattr(self, "_no_samples", False):
             return None
-        if getattr(self.model, "sample", None) is None:
+        if not hasattr(self.model, "_core"):
             self._no_samples = True
             return None
         prefix = cfg.sample_prefix
@@ -1151,8 +1153,13 @@ class Trainer:
             head = self.train_ids[:10 if self.tokenizer.level == "char" else 3]
             prefix = self.tokenizer.decode(head)
         try:
-            text = _preview(self.model, self.tokenizer, prefix, cfg.sample_length, cfg.sample_temperature,
-                            cfg.seed + self.step)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UnknownTokenWarning)
+                text = _preview(self.model, self.tokenizer, prefix, cfg.sample_length, cfg.sample_temperature,
+                                cfg.seed + self.step, cfg.newlines_as_spaces)
+            if caught and not getattr(self, "_warned_prefix", False):  # once per session
+                self._warned_prefix = True
+                self._warn(f"sample previews: {caught[0].message}")
         except (TypeError, ValueError, NotImplementedError) as e:
             self._no_samples = True
             self._warn(f"sample previews turned off: {type(e).__name__}: {e}")
