@@ -464,6 +464,9 @@ OPTIMIZER_CASES = [
     ("beta1 str", dict(betas=("a", 0.9)), TypeError, r"beta1: expected a number in \[0, 1\), got str 'a'"),
     ("nesterov without momentum", dict(name="sgd", nesterov=True), ValueError, r"nesterov: expected momentum > 0 with nesterov, got 0"),
     ("nesterov str", dict(name="sgd", nesterov="yes"), TypeError, r"nesterov: expected True or False, got str 'yes'"),
+    ("momentum with adam", dict(momentum=0.9), ValueError,
+     r"momentum: applies to optimizer 'sgd' only, got momentum=0.9 with 'adam' \(Adam's momentum is betas\[0\]\)"),
+    ("nesterov with adamw", dict(name="adamw", nesterov=True), ValueError, r"nesterov: applies to optimizer 'sgd' only"),
 ]
 
 
@@ -879,7 +882,7 @@ CONFIG_CASES = [
     ("dtype", "float16", r"one of 'float32', 'float64', got 'float16'"),
     ("on_nonfinite", "ignore", r"one of 'stop', 'skip', got 'ignore'"),
     ("seed", -1, r"an integer >= 0, got -1"), ("seed", 1.0, r"an integer >= 0, got 1.0"),
-    ("seed", 2**63, r"an integer in \[0, 2\^63\), got 9223372036854775808"),
+    ("seed", 2**63, r"an integer in \[0, 2\*\*63\), got 9223372036854775808"),
     ("max_vocab", 1, r"an integer >= 2 or None, got 1"), ("min_freq", 0, r"an integer >= 1, got 0"),
     ("sample_temperature", -1, r"a finite number in \(0, inf\), got -1"),
     ("sample_length", 0, r"an integer >= 1, got 0"), ("momentum", 0.9, r"applies to optimizer 'sgd' only"),
@@ -1002,7 +1005,7 @@ CLI_CASES = [
     ("train: hidden -3", T + ["--hidden", "-3"], r"argument --hidden: expected an integer >= 1, got -3"),
     ("train: hidden float", T + ["--hidden", "8.5"], r"argument --hidden: invalid integer value: '8.5'"),
     ("train: hidden huge", T + ["--hidden", "99999999999"], rf"model size: expected sizes whose arrays {FIT}, got vocab_size \d+, embed_size 128, hidden_size 99999999999"),
-    ("train: hidden 2**70", T + ["--hidden", str(2**70)], r"--hidden: expected an integer in \[1, 2\^63\), got 1180591620717411303424"),
+    ("train: hidden 2**70", T + ["--hidden", str(2**70)], r"--hidden: expected an integer in \[1, 2\*\*63\), got 1180591620717411303424"),
     ("train: layers 0", T + ["--layers", "0"], r"argument --layers: expected an integer >= 1, got 0"),
     ("train: dropout 1", T + ["--dropout", "1"], r"--dropout: expected a finite number in \[0, 1\), got 1.0"),
     ("train: dropout nan", T + ["--dropout", "nan"], r"argument --dropout: expected a finite number, got nan"),

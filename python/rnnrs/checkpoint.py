@@ -171,7 +171,8 @@ def model_file(path: PathLike) -> str:
         f = os.path.join(path, name)
         if os.path.exists(f):
             return f
-    raise FileNotFoundError(errno.ENOENT, f"no {MODEL_FILE} or {CHECKPOINT_FILE} in the directory", path)
+    raise FileNotFoundError(errno.ENOENT, f"{os.strerror(errno.ENOENT)} (no {MODEL_FILE} or {CHECKPOINT_FILE} in "
+                            "the directory)", path)
 
 
 def save_model(directory: PathLike, model: LanguageModel, tokenizer: Any = None,

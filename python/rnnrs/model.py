@@ -199,6 +199,10 @@ class LanguageModel:
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
         betas = (_real("beta1", betas[0], "a number in [0, 1)"), _real("beta2", betas[1], "a number in [0, 1)"))
+        if name in ("adam", "adamw") and (momentum or nesterov):
+            what = f"momentum={momentum:g}" if momentum else "nesterov=True"
+            raise ValueError(f"{what.split('=')[0]}: applies to optimizer 'sgd' only, got {what} with {name!r} "
+                             "(Adam's momentum is betas[0])")
         self._core.set_optimizer(name, lr, momentum, weight_decay, bool(nesterov), betas, eps)
         self.optimizer = dict(name=name, lr=float(lr), momentum=float(momentum), weight_decay=float(weight_decay),
                               nesterov=bool(nesterov), betas=[float(betas[0]), float(betas[1])], eps=float(eps))

@@ -157,7 +157,7 @@ class TrainConfig:
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
                 fail(name, f"an integer >= {minimum}" + (" or None" if optional else ""))
             if v >= 2**63:
-                fail(name, f"an integer in [{minimum}, 2^63)")
+                fail(name, f"an integer in [{minimum}, 2**63)")
             setattr(self, name, int(v))  # NumPy scalars become plain ints (JSON in checkpoints)
 
         def real(name: str, lo: float, hi: float = math.inf, lo_open: bool = False, hi_open: bool = True,
@@ -234,7 +234,7 @@ class TrainConfig:
         integer("patience", 1, optional=True)
         integer("seed", 0)
         if self.seed >= 2 ** 63:
-            fail("seed", "an integer in [0, 2^63)")
+            fail("seed", "an integer in [0, 2**63)")
         if self.resume and self.out is None:
             raise ConfigError("resume: needs out (the run directory holding checkpoint.safetensors)")
         return self
