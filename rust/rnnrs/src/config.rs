@@ -88,10 +88,23 @@ impl RecurrentConfig {
             "_reverse"
         }
     }
-    /// Number of trainable scalars.
+    /// Number of trainable scalars; `usize::MAX` if the count overflows (no such stack can be
+    /// built: [`crate::Recurrent::new`] rejects sizes whose arrays would not fit in memory).
     pub fn num_params(&self) -> usize {
-        (0..self.num_layers)
-            .map(|l| self.directions() * self.gate_size() * (self.layer_input_size(l) + self.hidden_size + 2))
-            .sum()
+        crate::model::recurrent_num_params(self).unwrap_or(usize::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CellKind;
+
+    #[test]
+    fn num_params_counts_and_saturates() {
+        let c = RecurrentConfig::new(CellKind::Lstm, 3, 4).num_layers(2).bidirectional(true);
+        // layer 0: 2 × 16 × (3 + 4 + 2); layer 1: 2 × 16 × (8 + 4 + 2)
+        assert_eq!(c.num_params(), 2 * 16 * 9 + 2 * 16 * 14);
+        assert_eq!(RecurrentConfig::new(CellKind::Lstm, 3, usize::MAX / 2).num_params(), usize::MAX);
     }
 }

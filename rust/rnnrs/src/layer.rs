@@ -446,6 +446,70 @@ impl<F: Element> Recurrent<F> {
         Ok((RecurrentOutput { y, h_n, c_n }, tape))
     }
 
+    /// `Err` unless `tape` was made by a forward pass of a stack with this configuration: every
+    /// buffer the backward pass reads has the shape it expects (checked before any work).
+    fn check_tape(&self, tape: &Tape<F>) -> Result<()> {
+        let cfg = &self.config;
+        let (t, b) = (tape.steps, tape.batch);
+        let (d, hs, gh) = (cfg.directions(), cfg.hidden_size, cfg.cell.gates() * cfg.hidden_size);
+        let (lstm, gru) = (cfg.cell.has_cell_state(), cfg.cell == CellKind::Gru);
+        let mismatch = |what: String, expected: String, got: String| {
+            Err(Error::State(format!(
+                "backward: the tape does not come from this layer ({}-layer {}, hidden {}, input {}): {what}: expected \
+                 {expected}, got {got}",
+                cfg.num_layers,
+                cfg.cell,
+                cfg.hidden_size,
+                cfg.input_size
+            )))
+        };
+        if tape.layers.len() != cfg.num_layers {
+            return mismatch("layers".into(), cfg.num_layers.to_string(), tape.layers.len().to_string());
+        }
+        let st = cfg.state_shape(b);
+        if tape.h0.shape() != st || tape.c0.as_ref().map(|c| c.shape()) != lstm.then_some(&st[..]) {
+            return mismatch("initial state".into(), format!("{st:?}{}", if lstm { " (h and c)" } else { "" }),
+                            format!("{:?}{}", tape.h0.shape(), if tape.c0.is_some() { " (h and c)" } else { "" }));
+        }
+        if let Some(l) = &tape.lengths {
+            if l.len() != b || l.iter().any(|&n| n > t) {
+                return mismatch("lengths".into(), format!("{b} lengths of at most {t}"), format!("{l:?}"));
+            }
+        }
+        for (l, lt) in tape.layers.iter().enumerate() {
+            let i = cfg.layer_input_size(l);
+            let input = match &lt.input {
+                LayerInput::Dense(x) => (x.shape() != [t * b, i]).then(|| format!("{:?}", x.shape())),
+                LayerInput::OneHot(ids) => (l > 0 || ids.len() != t * b || ids.iter().any(|&id| id >= i))
+                    .then(|| format!("{} one-hot ids", ids.len())),
+            };
+            if let Some(got) = input {
+                return mismatch(format!("layer {l} input"), format!("[{}, {i}]", t * b), got);
+            }
+            if let Some(m) = lt.mask.as_ref().filter(|m| m.shape() != [t * b, i]) {
+                return mismatch(format!("layer {l} dropout mask"), format!("[{}, {i}]", t * b), format!("{:?}", m.shape()));
+            }
+            if lt.dirs.len() != d {
+                return mismatch(format!("layer {l} directions"), d.to_string(), lt.dirs.len().to_string());
+            }
+            for (k, dt) in lt.dirs.iter().enumerate() {
+                let ok = dt.gates.shape() == [t * b, gh]
+                    && dt.h.shape() == [t * b, hs]
+                    && dt.hw.as_ref().map(|a| a.shape()) == gru.then_some(&[t * b, gh][..])
+                    && dt.c.as_ref().map(|a| a.shape()) == lstm.then_some(&[t * b, hs][..]);
+                if !ok {
+                    return mismatch(
+                        format!("layer {l} direction {k} buffers"),
+                        format!("those of a {} with hidden size {hs} over {t} steps of batch {b}", cfg.cell),
+                        format!("gates {:?}, states {:?}", dt.gates.shape(), dt.h.shape()),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
+
     /// Backpropagation through time for the forward pass that produced `tape`.
     ///
     /// `dy` is `(T, B, D·H)`; `dh_n`/`dc_n` are `(L·D, B, H)` or `None` (zero). With a padded batch
@@ -464,9 +528,7 @@ impl<F: Element> Recurrent<F> {
         let (t, b) = (tape.steps, tape.batch);
         let (d, hs) = (cfg.directions(), cfg.hidden_size);
         let lstm = cfg.cell.has_cell_state();
-        if tape.layers.len() != cfg.num_layers {
-            return Err(Error::State("backward: the tape does not come from this layer".into()));
-        }
+        self.check_tape(tape)?;
         check_shape("dy", &[t, b, d * hs], dy.shape())?;
         check_finite("dy", dy.view().into_dyn())?;
         let st = cfg.state_shape(b);

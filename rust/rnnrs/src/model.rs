@@ -338,6 +338,7 @@ impl<F: Element> LanguageModel<F> {
                 return Err(invalid("clip", "a finite number > 0", c));
             }
         }
+        optimizer.check_module(self)?;
         self.zero_grad();
         let (loss, st) = self.loss_and_grad(inputs, targets, state)?;
         let grad_norm = match clip {
@@ -358,7 +359,7 @@ impl<F: Element> LanguageModel<F> {
                 optimizer.config().lr()
             )));
         }
-        optimizer.step(self);
+        optimizer.step(self)?;
         Ok((StepStats { loss, grad_norm, tokens: inputs.len() }, st))
     }
 }

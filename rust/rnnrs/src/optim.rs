@@ -147,6 +147,9 @@ impl<F: Element> Optimizer<F> {
     /// finite. Same arithmetic as `step`, nothing is written: a finite gradient times a huge
     /// learning rate can overflow, and the caller can then refuse the update.
     pub fn step_is_finite(&self, m: &dyn Module<F>) -> bool {
+        if self.check_module(m).is_err() {
+            return false;
+        }
         let t = Self::bias_step(self.steps.saturating_add(1));
         let rule = Rule::new(&self.config, t);
         let mut k = 0usize;
@@ -188,8 +191,43 @@ impl<F: Element> Optimizer<F> {
         i32::try_from(steps).unwrap_or(i32::MAX)
     }
 
-    /// Apply one update to every parameter of `m` from its gradient.
-    pub fn step(&mut self, m: &mut dyn Module<F>) {
+    /// `Err` unless `m` has the parameters this optimizer's state was made for (the same number, in
+    /// the same order, of the same shapes): an optimizer with state (momentum, Adam's moments)
+    /// belongs to one module. Always `Ok` while it holds no state (before the first step, plain SGD).
+    pub fn check_module(&self, m: &dyn Module<F>) -> Result<()> {
+        if self.state.iter().all(Vec::is_empty) {
+            return Ok(());
+        }
+        let mut k = 0usize;
+        let mut bad: Option<String> = None;
+        m.visit(&mut |name, p, _| {
+            if bad.is_none() {
+                match self.state.get(k).and_then(|st| st.first()) {
+                    Some(s) if s.shape() != p.shape() => {
+                        bad = Some(format!("{name}: state of shape {:?}, got a parameter of shape {:?}", s.shape(), p.shape()))
+                    }
+                    None if k < self.state.len() => {}
+                    None => bad = Some(format!("{} parameters, got more (from {name})", self.state.len())),
+                    _ => {}
+                }
+            }
+            k += 1;
+        });
+        if bad.is_none() && k != self.state.len() {
+            bad = Some(format!("{} parameters, got {k}", self.state.len()));
+        }
+        match bad {
+            None => Ok(()),
+            Some(b) => Err(Error::State(format!(
+                "optimizer: expected the module it has been stepping (its state is for another one): {b}"
+            ))),
+        }
+    }
+
+    /// Apply one update to every parameter of `m` from its gradient; `Err` (nothing changed) if
+    /// `m` is not the module this optimizer has been stepping ([`Optimizer::check_module`]).
+    pub fn step(&mut self, m: &mut dyn Module<F>) -> Result<()> {
+        self.check_module(m)?;
         self.steps = self.steps.saturating_add(1);
         let rule = Rule::new(&self.config, Self::bias_step(self.steps));
         let state = &mut self.state;
@@ -225,6 +263,7 @@ impl<F: Element> Optimizer<F> {
                 }
             }
         });
+        Ok(())
     }
 
     /// The state as named tensors (`{param}.momentum_buffer`, `{param}.exp_avg`, `{param}.exp_avg_sq`)

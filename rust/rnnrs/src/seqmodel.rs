@@ -297,6 +297,7 @@ impl<F: Element> SeqModel<F> {
                 return Err(invalid("clip", "a finite number > 0", c));
             }
         }
+        optimizer.check_module(self)?;
         self.zero_grad();
         self.dropout_calls += 1;
         let call = self.dropout_calls;
@@ -324,7 +325,7 @@ impl<F: Element> SeqModel<F> {
                 optimizer.config().lr()
             )));
         }
-        optimizer.step(self);
+        optimizer.step(self)?;
         Ok(stats)
     }
 

@@ -165,6 +165,34 @@ fn shape_errors_name_expected_and_got() {
 }
 
 #[test]
+fn a_tape_from_another_layer_is_an_error_not_a_panic() {
+    let tape_of = |cfg: RecurrentConfig, i: usize| {
+        let mut net = Recurrent::<f32>::new(cfg, 0).unwrap();
+        net.forward_train(Array3::<f32>::zeros((5, 2, i)).view(), None, None).unwrap().1
+    };
+    let lstm = RecurrentConfig::new(CellKind::Lstm, 4, 6);
+    let others = [
+        ("hidden", RecurrentConfig::new(CellKind::Lstm, 4, 8), 4),
+        ("cell", RecurrentConfig::new(CellKind::Gru, 4, 6), 4),
+        ("input", RecurrentConfig::new(CellKind::Lstm, 5, 6), 5),
+        ("directions", RecurrentConfig::new(CellKind::Lstm, 4, 6).bidirectional(true), 4),
+        ("layers", RecurrentConfig::new(CellKind::Lstm, 4, 6).num_layers(2), 4),
+    ];
+    for (what, cfg, i) in others {
+        let tape = tape_of(cfg, i);
+        let mut net = Recurrent::<f32>::new(lstm.clone(), 0).unwrap();
+        let dy = Array3::<f32>::zeros((5, 2, 6));
+        let err = net.backward(&tape, dy.view(), None, None).unwrap_err();
+        assert!(matches!(err, Error::State(_)), "{what}: {err}");
+        assert!(err.to_string().contains("the tape does not come from this layer"), "{what}: {err}");
+    }
+    // Its own tape still works.
+    let mut net = Recurrent::<f32>::new(lstm, 0).unwrap();
+    let (_, tape) = net.forward_train(Array3::<f32>::zeros((5, 2, 4)).view(), None, None).unwrap();
+    assert!(net.backward(&tape, Array3::<f32>::zeros((5, 2, 6)).view(), None, None).is_ok());
+}
+
+#[test]
 fn invalid_configs_are_rejected() {
     for cfg in [
         RecurrentConfig::new(CellKind::Gru, 0, 4),

@@ -617,3 +617,23 @@ fn bad_weight_formats_are_errors() {
     assert!(e.to_string().contains("float16's range"), "{e}");
     assert!(sample(&m, &[[1usize]], &[0], &SampleConfig::new(2)).is_ok());
 }
+
+#[test]
+fn an_optimizer_with_state_refuses_another_model() {
+    let ids = Array2::from_shape_fn((6, 3), |(t, b)| (t + 2 * b) % 11);
+    let mut a = LanguageModel::<f32>::new(config(CellKind::Lstm, Some(4), 11, 8, 1), 0).unwrap();
+    let mut b = LanguageModel::<f32>::new(config(CellKind::Lstm, Some(4), 11, 6, 1), 0).unwrap();
+    let mut opt = Optimizer::new(OptimizerConfig::adam(0.01)).unwrap();
+    a.train_step(ids.view(), ids.view(), None, None, &mut opt).unwrap();
+    let before = b.state_dict();
+    let err = b.train_step(ids.view(), ids.view(), None, None, &mut opt).unwrap_err();
+    assert!(matches!(err, Error::State(_)) && err.to_string().contains("optimizer: expected the module"), "{err}");
+    assert!(err.to_string().contains("[32, 4]") && err.to_string().contains("[24, 4]"), "{err}");
+    assert_eq!(before, b.state_dict(), "the failed step changed the weights");
+    assert_eq!(opt.steps(), 1);
+    a.train_step(ids.view(), ids.view(), None, None, &mut opt).unwrap(); // its own model still trains
+    // Plain SGD keeps no state: any model may use it.
+    let mut sgd = Optimizer::new(OptimizerConfig::sgd(0.1)).unwrap();
+    a.train_step(ids.view(), ids.view(), None, None, &mut sgd).unwrap();
+    b.train_step(ids.view(), ids.view(), None, None, &mut sgd).unwrap();
+}
