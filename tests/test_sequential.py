@@ -192,3 +192,53 @@ def test_examples_small_runs_work():
     assert 0.0 <= r["accuracy"] <= 1.0 and np.isfinite(r["loss"])
     r = _load_example("forecast").main(["--small", "--verbose", "0"])
     assert np.isfinite(r["rmse"])
+
+
+def test_mae_is_over_true_steps_and_needs_a_regression_loss():
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((10, 7, 3)).astype(np.float64)
+    y = rng.standard_normal((10, 7, 2))
+    lengths = np.array([7, 3, 1, 5, 7, 2, 6, 4, 7, 1])
+    m = K.Sequential([K.GRU(5, return_sequences=True), K.Dense(2)], dtype=np.float64, seed=1)
+    m.compile(loss="mse", optimizer="adam", metrics=["mae"])
+    m.build(3)
+    p = m.predict(x, lengths=lengths)
+    keep = np.arange(7)[None, :] < lengths[:, None]
+    want = np.abs(p - y)[keep].mean()  # padded steps count in no metric
+    logs = m.evaluate(x, y, batch_size=4, lengths=lengths, return_dict=True)
+    assert logs["mae"] == pytest.approx(want, rel=1e-12)
+    assert m.evaluate(x, y, batch_size=3, return_dict=True)["mae"] == pytest.approx(np.abs(m.predict(x) - y).mean(),
+                                                                                    rel=1e-12)
+    c = K.Sequential([K.GRU(4), K.Dense(2, activation="softmax")])
+    with pytest.raises(ValueError, match="'mae' is a regression metric: expected loss 'mse', got "
+                                         "'sparse_categorical_crossentropy'"):
+        c.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy", "mae"])
+
+
+def test_non_finite_inputs_are_reported_at_the_users_index():
+    # Layers see batch-first input time-major, models see it in (shuffled) batches: the index in
+    # the message must still be the one in the array the user passed.
+    x = np.zeros((4, 5, 3), np.float32)
+    x[1, 3, 2] = np.nan
+    with pytest.raises(rnnrs.NonFiniteError, match=r"x: expected finite values, got NaN at index \[1, 3, 2\]"):
+        rnnrs.GRU(3, 4, batch_first=True).forward(x)
+    layer = rnnrs.LSTM(3, 4, batch_first=True).train()
+    y, _ = layer.forward(np.zeros((4, 5, 3), np.float32))
+    dy = np.zeros_like(y)
+    dy[2, 1, 0] = -np.inf
+    with pytest.raises(rnnrs.NonFiniteError, match=r"dy: expected finite values, got -inf at index \[2, 1, 0\]"):
+        layer.backward(dy)
+    m = K.Sequential([K.LSTM(4), K.Dense(2)], seed=0)
+    m.compile(loss="mse")
+    xs = np.zeros((10, 3, 2), np.float32)
+    xs[6, 2, 1] = np.inf
+    with pytest.raises(rnnrs.NonFiniteError, match=r"x: expected finite values, got inf at index \[6, 2, 1\]"):
+        m.predict(xs, batch_size=4)
+    ys = np.zeros((10, 2), np.float32)
+    with pytest.raises(rnnrs.NonFiniteError, match=r"at index \[6, 2, 1\]"):
+        m.fit(xs, ys, epochs=1, batch_size=3, shuffle=True, verbose=0)
+    with pytest.raises(rnnrs.NonFiniteError, match=r"at index \[6, 2, 1\]"):
+        m.evaluate(xs, ys, batch_size=4)
+    ys[7, 1] = np.nan
+    with pytest.raises(rnnrs.NonFiniteError, match=r"y: expected finite values, got NaN at index \[7, 1\]"):
+        m.evaluate(np.zeros_like(xs), ys, batch_size=4)

@@ -42,6 +42,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from . import _rnnrs
+from ._finite import at_user_index
 
 __all__ = [
     "Sequential", "Embedding", "SimpleRNN", "GRU", "LSTM", "Dense", "Dropout",
@@ -391,6 +392,8 @@ class Sequential:
         for m in metrics:
             if m not in ("accuracy", "acc", "mae"):
                 raise ValueError(f"metrics: expected 'accuracy' or 'mae', got {m!r}")
+            if m == "mae" and loss != "mse":
+                raise ValueError(f"metrics: 'mae' is a regression metric: expected loss 'mse', got {loss!r}")
         if self._core is not None and loss != self.loss:
             raise ValueError("compile: the loss of a built model cannot change")
         self.loss = loss
@@ -498,7 +501,7 @@ class Sequential:
                 idx = np.sort(order[s * batch_size:(s + 1) * batch_size]) if not shuffle else order[s * batch_size:(s + 1) * batch_size]
                 xb, yb = x[idx], y[idx]
                 lb = None if lens is None else lens[idx]
-                loss, correct, count, _ = self._core_or_raise().train_step(xb, yb, lb, self.clipnorm)
+                loss, correct, count, _ = self._batch("train_step", idx, xb, yb, lb, self.clipnorm)
                 tot_loss += loss * count
                 tot_correct += correct
                 tot_count += count
@@ -506,7 +509,7 @@ class Sequential:
                 bar.update(s + 1, logs, final=False)
             logs = self._logs(tot_loss, tot_correct, tot_count)
             if val is not None:
-                vl = self._evaluate(val[0], val[1], val[2], batch_size)
+                vl = self._evaluate(val[0], val[1], val[2], batch_size, first=split)
                 logs.update({f"val_{k}": v for k, v in vl.items()})
             bar.update(steps, logs, final=True)
             bar.end(logs)
@@ -522,7 +525,18 @@ class Sequential:
             logs["accuracy"] = correct / max(count, 1)
         return logs
 
-    def _evaluate(self, x: Any, y: Any, lengths: Any, batch_size: int) -> Dict[str, float]:
+    def _batch(self, method: str, rows: np.ndarray, xb: np.ndarray, *args: Any) -> Any:
+        """``core.method(xb, *args)`` for the batch of user rows ``rows``; a non-finite ``x`` or
+        ``y`` is reported at its index in the user's arrays."""
+        try:
+            return getattr(self._core_or_raise(), method)(xb, *args)
+        except _rnnrs.NonFiniteError as e:
+            err = at_user_index(e, "x", xb, rows)
+            if err is e and method != "predict":
+                err = at_user_index(e, "y", args[0], rows)
+            raise err from None
+
+    def _evaluate(self, x: Any, y: Any, lengths: Any, batch_size: int, first: int = 0) -> Dict[str, float]:
         batch_size = _pos_int("batch_size", batch_size)
         x, y = self._x(x), self._y(y)
         if len(y) != len(x):
@@ -530,19 +544,23 @@ class Sequential:
         lens = self._lengths(x, lengths)
         core = self._core_or_raise()
         tot_loss = tot_correct = tot_count = 0.0
-        mae_num = 0.0
+        mae_num = mae_den = 0.0
         for s in range(0, len(x), batch_size):
             lb = None if lens is None else lens[s:s + batch_size]
-            loss, correct, count, _ = core.evaluate(x[s:s + batch_size], y[s:s + batch_size], lb)
+            rows = first + np.arange(s, min(s + batch_size, len(x)))
+            loss, correct, count, _ = self._batch("evaluate", rows, x[s:s + batch_size], y[s:s + batch_size], lb)
             tot_loss += loss * count
             tot_correct += correct
             tot_count += count
-            if "mae" in self.metrics:
-                p = core.predict(x[s:s + batch_size], lb)
-                mae_num += float(np.abs(p - y[s:s + batch_size]).mean()) * count
+            if "mae" in self.metrics:  # over the true steps only (padded ones count in no metric)
+                err = np.abs(core.predict(x[s:s + batch_size], lb) - y[s:s + batch_size])
+                if lb is not None and err.ndim == 3:
+                    err = err[np.arange(err.shape[1])[None, :] < np.asarray(lb)[:, None]]
+                mae_num += float(err.sum(dtype=np.float64))
+                mae_den += err.size
         logs = self._logs(tot_loss, tot_correct, tot_count)
         if "mae" in self.metrics:
-            logs["mae"] = mae_num / max(tot_count, 1)
+            logs["mae"] = mae_num / max(mae_den, 1)
         return logs
 
     def evaluate(self, x: Any, y: Any, batch_size: int = 32, *, lengths: Any = None,
@@ -560,9 +578,10 @@ class Sequential:
         """Outputs for ``x`` in inference mode, batch-first: ``(N, C)`` or ``(N, T, C)``."""
         batch_size = _pos_int("batch_size", batch_size)
         x = self._x(x)
-        core = self._core_or_raise()
+        self._core_or_raise()
         lens = self._lengths(x, lengths)
-        outs = [core.predict(x[s:s + batch_size], None if lens is None else lens[s:s + batch_size])
+        outs = [self._batch("predict", np.arange(s, min(s + batch_size, len(x))), x[s:s + batch_size],
+                            None if lens is None else lens[s:s + batch_size])
                 for s in range(0, len(x), batch_size)]
         return np.concatenate(outs, axis=0)
 

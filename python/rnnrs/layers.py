@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 import numpy as np
 
 from . import _rnnrs
+from ._finite import at_user_index
+from ._rnnrs import NonFiniteError
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -202,7 +204,10 @@ class _Recurrent:
                 raise ValueError(f"x: expected batch {self._carried[0].shape[1]} (the carried state's; "
                                  f"call reset_states() to change it), got {b}")
             h0, c0 = self._carried
-        y, h_n, c_n = self._core.forward(x, h0, c0, self.training, lens)
+        try:
+            y, h_n, c_n = self._core.forward(x, h0, c0, self.training, lens)
+        except NonFiniteError as e:  # (the core saw x time-major: report the index in the user's x)
+            raise at_user_index(e, "x", self._out(x)) from None
         self._last_tb = (t, b) if self.training else None
         if self.stateful:
             self._carried = (h_n.copy(), None if c_n is None else c_n.copy())
@@ -252,7 +257,10 @@ class _Recurrent:
             raise ValueError(f"dy: expected shape {expected} (the shape of the last forward's output), got {dy.shape}")
         dy = dy.swapaxes(0, 1) if self.batch_first else dy
         dh_n, dc_n = self._state("dh_n", dh_n, b), self._state("dc_n", dc_n, b)
-        dx, dh0, dc0 = self._core.backward(dy, dh_n, dc_n)
+        try:
+            dx, dh0, dc0 = self._core.backward(dy, dh_n, dc_n)
+        except NonFiniteError as e:
+            raise at_user_index(e, "dy", self._out(dy)) from None
         return self._out(dx), dh0, dc0
 
     # ----------------------------------------------------------------------------------------------
