@@ -194,7 +194,7 @@ def test_examples_small_runs_work():
     assert np.isfinite(r["rmse"])
 
 
-def test_mae_is_over_true_steps_and_needs_a_regression_loss():
+def test_mae_is_over_true_steps_and_needs_targets_of_the_outputs_shape():
     rng = np.random.default_rng(6)
     x = rng.standard_normal((10, 7, 3)).astype(np.float64)
     y = rng.standard_normal((10, 7, 2))
@@ -209,10 +209,32 @@ def test_mae_is_over_true_steps_and_needs_a_regression_loss():
     assert logs["mae"] == pytest.approx(want, rel=1e-12)
     assert m.evaluate(x, y, batch_size=3, return_dict=True)["mae"] == pytest.approx(np.abs(m.predict(x) - y).mean(),
                                                                                     rel=1e-12)
+    # Class ids are not comparable with probabilities (Keras would broadcast |p_c - id|): refused.
     c = K.Sequential([K.GRU(4), K.Dense(2, activation="softmax")])
-    with pytest.raises(ValueError, match="'mae' is a regression metric: expected loss 'mse', got "
-                                         "'sparse_categorical_crossentropy'"):
+    with pytest.raises(ValueError, match=r"'mae' compares outputs with targets of the same shape: expected loss "
+                                         r"'mse' or 'categorical_crossentropy', got "
+                                         r"'sparse_categorical_crossentropy' \(targets are class ids\)"):
         c.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy", "mae"])
+
+
+def test_mae_with_categorical_crossentropy_is_against_the_distributions():
+    # Targets of categorical_crossentropy have the output's shape, so mae is defined (as in Keras):
+    # mean |p - y| over classes and true steps, in evaluate and in fit's validation.
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((12, 6, 3))
+    y = np.eye(3)[rng.integers(0, 3, size=(12, 6))]
+    lengths = np.array([6, 2, 1, 4, 6, 3, 5, 6, 1, 2, 6, 4])
+    m = K.Sequential([K.LSTM(4, return_sequences=True), K.Dense(3, activation="softmax")], dtype=np.float64, seed=2)
+    m.compile(loss="categorical_crossentropy", metrics=["accuracy", "mae"])
+    m.build(3)
+    keep = np.arange(6)[None, :] < lengths[:, None]
+    p = m.predict(x, lengths=lengths)
+    logs = m.evaluate(x, y, batch_size=5, lengths=lengths, return_dict=True)
+    assert logs["mae"] == pytest.approx(np.abs(p - y)[keep].mean(), rel=1e-12)
+    assert logs["mae"] != pytest.approx(np.abs(p - y).mean(), rel=1e-6)  # (padded steps would change it)
+    h = m.fit(x, y, epochs=2, batch_size=4, validation_split=0.25, lengths=lengths, verbose=0)
+    p = m.predict(x[9:], lengths=lengths[9:])
+    assert h.history["val_mae"][-1] == pytest.approx(np.abs(p - y[9:])[keep[9:]].mean(), rel=1e-12)
 
 
 def test_non_finite_inputs_are_reported_at_the_users_index():
@@ -242,3 +264,20 @@ def test_non_finite_inputs_are_reported_at_the_users_index():
     ys[7, 1] = np.nan
     with pytest.raises(rnnrs.NonFiniteError, match=r"y: expected finite values, got NaN at index \[7, 1\]"):
         m.evaluate(np.zeros_like(xs), ys, batch_size=4)
+
+
+def test_validation_data_trains_and_non_finite_validation_is_at_the_users_index():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((10, 3, 2)), rng.standard_normal((10, 2))
+    xv, yv = rng.standard_normal((5, 3, 2)), rng.standard_normal((5, 2))
+    m = K.Sequential([K.GRU(4), K.Dense(2)], dtype=np.float64, seed=0)
+    m.compile(loss="mse", metrics=["mae"])
+    h = m.fit(x, y, epochs=2, batch_size=4, validation_data=(xv, yv), verbose=0)
+    assert h.history["val_loss"][-1] == pytest.approx(m.evaluate(xv, yv)[0], rel=1e-12)
+    assert h.history["val_mae"][-1] == pytest.approx(np.abs(m.predict(xv) - yv).mean(), rel=1e-12)
+    xv[3, 1, 0] = np.nan  # validation_data: its own index
+    with pytest.raises(rnnrs.NonFiniteError, match=r"x: expected finite values, got NaN at index \[3, 1, 0\]"):
+        m.fit(x, y, epochs=1, batch_size=4, validation_data=(xv, yv), verbose=0)
+    x[9, 2, 1] = -np.inf  # validation_split=0.2 holds out rows 8, 9 of the user's x
+    with pytest.raises(rnnrs.NonFiniteError, match=r"x: expected finite values, got -inf at index \[9, 2, 1\]"):
+        m.fit(x, y, epochs=1, batch_size=4, validation_split=0.2, verbose=0)

@@ -383,8 +383,9 @@ class Sequential:
                 metrics: Optional[Sequence[str]] = None, clipnorm: Optional[float] = None) -> None:
         """Choose the loss (``"mse"``, ``"categorical_crossentropy"``,
         ``"sparse_categorical_crossentropy"``), the optimizer (``"adam"``, ``"sgd"``, ``"adamw"`` or
-        :class:`Adam`/:class:`SGD`/:class:`AdamW` objects), ``metrics`` (``["accuracy"]``; ``"mae"``
-        for regression) and an optional global gradient-norm clip."""
+        :class:`Adam`/:class:`SGD`/:class:`AdamW` objects), ``metrics`` (``["accuracy"]``; ``"mae"``,
+        the mean absolute error against targets of the output's shape, with ``"mse"`` or
+        ``"categorical_crossentropy"``) and an optional global gradient-norm clip."""
         loss = _LOSS_ALIASES.get(loss, loss)
         if loss not in LOSSES:
             raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
@@ -392,8 +393,10 @@ class Sequential:
         for m in metrics:
             if m not in ("accuracy", "acc", "mae"):
                 raise ValueError(f"metrics: expected 'accuracy' or 'mae', got {m!r}")
-            if m == "mae" and loss != "mse":
-                raise ValueError(f"metrics: 'mae' is a regression metric: expected loss 'mse', got {loss!r}")
+            if m == "mae" and loss == "sparse_categorical_crossentropy":  # (class ids: |p - id| means nothing)
+                raise ValueError("metrics: 'mae' compares outputs with targets of the same shape: expected loss "
+                                 "'mse' or 'categorical_crossentropy', got 'sparse_categorical_crossentropy' "
+                                 "(targets are class ids)")
         if self._core is not None and loss != self.loss:
             raise ValueError("compile: the loss of a built model cannot change")
         self.loss = loss
@@ -477,7 +480,7 @@ class Sequential:
         if len(y) != n:
             raise ValueError(f"y: expected {n} examples (as many as x), got {len(y)}")
         lens = self._lengths(x, lengths)
-        val = None
+        val, val_first = None, 0  # (val_first: the user's row of the first validation example)
         if validation_data is not None:
             val = tuple(validation_data) + (None,) * (3 - len(validation_data))
         elif validation_split:
@@ -489,7 +492,7 @@ class Sequential:
             val = (x[split:], y[split:], None if lens is None else lens[split:])
             x, y = x[:split], y[:split]
             lens = None if lens is None else lens[:split]
-            n = split
+            n = val_first = split
         stream = file or sys.stdout
         steps = math.ceil(n / batch_size)
         history = History()
@@ -509,7 +512,7 @@ class Sequential:
                 bar.update(s + 1, logs, final=False)
             logs = self._logs(tot_loss, tot_correct, tot_count)
             if val is not None:
-                vl = self._evaluate(val[0], val[1], val[2], batch_size, first=split)
+                vl = self._evaluate(val[0], val[1], val[2], batch_size, first=val_first)
                 logs.update({f"val_{k}": v for k, v in vl.items()})
             bar.update(steps, logs, final=True)
             bar.end(logs)
