@@ -88,10 +88,15 @@ impl RecurrentConfig {
             "_reverse"
         }
     }
-    /// Number of trainable scalars; `usize::MAX` if the count overflows (no such stack can be
-    /// built: [`crate::Recurrent::new`] rejects sizes whose arrays would not fit in memory).
+    /// Number of trainable scalars; never panics: `usize::MAX` if the count overflows `usize`
+    /// ([`RecurrentConfig::checked_num_params`] tells that case apart). No such stack can be built:
+    /// [`crate::Recurrent::new`] rejects sizes whose arrays would not fit in memory.
     pub fn num_params(&self) -> usize {
-        crate::model::recurrent_num_params(self).unwrap_or(usize::MAX)
+        self.checked_num_params().unwrap_or(usize::MAX)
+    }
+    /// Number of trainable scalars, or `None` if the count overflows `usize`.
+    pub fn checked_num_params(&self) -> Option<usize> {
+        crate::model::recurrent_num_params(self)
     }
 }
 
@@ -106,5 +111,7 @@ mod tests {
         // layer 0: 2 × 16 × (3 + 4 + 2); layer 1: 2 × 16 × (8 + 4 + 2)
         assert_eq!(c.num_params(), 2 * 16 * 9 + 2 * 16 * 14);
         assert_eq!(RecurrentConfig::new(CellKind::Lstm, 3, usize::MAX / 2).num_params(), usize::MAX);
+        assert_eq!(RecurrentConfig::new(CellKind::Lstm, 3, usize::MAX / 2).checked_num_params(), None);
+        assert_eq!(c.checked_num_params(), Some(c.num_params()));
     }
 }

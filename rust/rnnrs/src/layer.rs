@@ -74,6 +74,8 @@ pub struct RecurrentInputGrads<F> {
 /// What the backward pass needs from a training forward pass.
 #[derive(Clone, Debug)]
 pub struct Tape<F> {
+    /// The cell of the stack that made the tape (RNN-tanh and RNN-relu tapes have the same shapes).
+    cell: CellKind,
     steps: usize,
     batch: usize,
     /// Per-sequence lengths of a padded batch (`None`: every sequence has `steps` steps).
@@ -442,7 +444,7 @@ impl<F: Element> Recurrent<F> {
         }
         let LayerInput::Dense(y) = input else { unreachable!("every layer outputs dense features") };
         let y = y.into_shape_with_order((t, b, d * hs)).expect("(T, B, D*H)");
-        let tape = keep.then(|| Tape { steps: t, batch: b, lengths, h0, c0, layers });
+        let tape = keep.then(|| Tape { cell: cfg.cell, steps: t, batch: b, lengths, h0, c0, layers });
         Ok((RecurrentOutput { y, h_n, c_n }, tape))
     }
 
@@ -463,6 +465,9 @@ impl<F: Element> Recurrent<F> {
                 cfg.input_size
             )))
         };
+        if tape.cell != cfg.cell {
+            return mismatch("cell".into(), cfg.cell.to_string(), tape.cell.to_string());
+        }
         if tape.layers.len() != cfg.num_layers {
             return mismatch("layers".into(), cfg.num_layers.to_string(), tape.layers.len().to_string());
         }

@@ -147,7 +147,7 @@ impl<F: Element> Optimizer<F> {
     /// finite. Same arithmetic as `step`, nothing is written: a finite gradient times a huge
     /// learning rate can overflow, and the caller can then refuse the update.
     pub fn step_is_finite(&self, m: &dyn Module<F>) -> bool {
-        if self.check_module(m).is_err() {
+        if self.check_module(m).is_err() || check_grad_shapes(m).is_err() {
             return false;
         }
         let t = Self::bias_step(self.steps.saturating_add(1));
@@ -225,9 +225,11 @@ impl<F: Element> Optimizer<F> {
     }
 
     /// Apply one update to every parameter of `m` from its gradient; `Err` (nothing changed) if
-    /// `m` is not the module this optimizer has been stepping ([`Optimizer::check_module`]).
+    /// `m` is not the module this optimizer has been stepping ([`Optimizer::check_module`]) or a
+    /// gradient does not have its parameter's shape.
     pub fn step(&mut self, m: &mut dyn Module<F>) -> Result<()> {
         self.check_module(m)?;
+        check_grad_shapes(m)?;
         self.steps = self.steps.saturating_add(1);
         let rule = Rule::new(&self.config, Self::bias_step(self.steps));
         let state = &mut self.state;
@@ -326,6 +328,19 @@ impl<F: Element> Optimizer<F> {
         self.steps = steps;
         Ok(())
     }
+}
+
+/// `Err(Error::Shape)` naming the first parameter of `m` whose gradient has another shape (a
+/// [`Module`] implemented outside the crate may break that contract).
+fn check_grad_shapes<F: Element>(m: &dyn Module<F>) -> Result<()> {
+    let mut res = Ok(());
+    m.visit(&mut |name, p, g| {
+        if res.is_ok() && p.shape() != g.shape() {
+            let what = format!("optimizer: gradient of {name} (its parameter's shape)");
+            res = check_shape(&what, p.shape(), g.shape());
+        }
+    });
+    res
 }
 
 fn finite<F: Element>(values: &[F]) -> bool {
