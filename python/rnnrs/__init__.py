@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _rnnrs
 from .dataset import LMBatches, random_batches, sequential_batches, split_train_val
-from ._rnnrs import NonFiniteError
+from ._rnnrs import NonFiniteError, get_num_threads, set_num_threads
 from .generate import LyricGenerator, UnknownTokenWarning
 from .layers import GRU, LSTM, RNN
 from .checkpoint import CheckpointError, load_checkpoint
@@ -56,6 +56,8 @@ __all__ = [
     "keras",
     "Sequential",
     "NonFiniteError",
+    "set_num_threads",
+    "get_num_threads",
     "CheckpointError",
     "load_checkpoint",
     "train",

@@ -38,6 +38,8 @@ __all__ = [
     "Sampler",
     "MAX_SEQUENCES",
     "MAX_TOKENS",
+    "set_num_threads",
+    "get_num_threads",
     "__version__",
 ]
 
@@ -67,6 +69,13 @@ class _LanguageModelConfig(TypedDict):
     num_layers: int
     cell: str
     dropout: float
+
+def set_num_threads(n: int | None) -> None:
+    """Compute with ``n`` threads from now on in this process (``None``: rayon's default pool,
+    ``RAYON_NUM_THREADS`` or one per core). Results are the same bits for any count."""
+
+def get_num_threads() -> int:
+    """The number of threads rnnrs computes with in this process."""
 
 class NonFiniteError(ValueError):
     """A NaN or infinite value where a finite one is required (input, weight, loss or gradient)."""

@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -144,7 +144,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rnnrs", description="Recurrent language models on the CPU: train, evaluate, generate.")
     parser.add_argument("--version", action="version", version=f"rnnrs {_version()}")
-    sub = parser.add_subparsers(dest="command", metavar="{train,evaluate,generate}")
+    sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(["train", "evaluate", *COMMANDS]) + "}")
     train = sub.add_parser("train", help="train a language model on a text file",
                            description="Train a character- or word-level language model. "
                                        "`rnnrs train --corpus FILE --out DIR` alone works.")
@@ -159,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="replace newlines by spaces (default: as the model was trained)")
     ev.add_argument("--max-chars", type=_positive_int, metavar="N", default=None, help="use the first N characters")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    sub.add_parser("generate", help="generate text with a trained (or the built-in) model", add_help=False)
+    for name, (_, help_text) in COMMANDS.items():  # parsed by their own modules (see _cmd_external)
+        sub.add_parser(name, help=help_text, add_help=False)
     return parser
 
 
@@ -282,18 +283,28 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ========================================================================================= generate
-def _cmd_generate(argv: Sequence[str]) -> int:
+# ================================================================= commands in their own modules
+# name -> (module, help). Each module defines ``add_arguments(parser)`` and ``run(args) -> int`` and
+# is imported only when its command runs, so optional extras (serve, ray, onnx) stay optional: a
+# module whose extra is missing raises ImportError naming the ``pip install`` to run.
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "generate": (".generate", "generate text with a trained (or the built-in) model"),
+}
+
+
+def _cmd_external(name: str, argv: Sequence[str]) -> int:
+    import importlib
+    module, help_text = COMMANDS[name]
+    prog = f"rnnrs {name}"
     try:
-        from .generate import add_generate_arguments, run_generate
+        mod = importlib.import_module(module, __package__)
     except ImportError as e:
-        print(f"rnnrs generate: error: the generate command is not available in this installation "
-              f"(rnnrs.generate could not be imported: {e})", file=sys.stderr)
+        print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
-    parser = _Parser(prog="rnnrs generate", description="Generate text with a trained (or the built-in) model.")
-    add_generate_arguments(parser)
+    parser = _Parser(prog=prog, description=help_text[0].upper() + help_text[1:] + ".")
+    mod.add_arguments(parser)
     args = parser.parse_args(list(argv))
-    return int(run_generate(args) or 0)
+    return int(mod.run(args) or 0)
 
 
 # ============================================================================================= main
@@ -301,8 +312,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        if argv and argv[0] == "generate":
-            return _cmd_generate(argv[1:])
+        if argv and argv[0] in COMMANDS:
+            return _cmd_external(argv[0], argv[1:])
         parser = build_parser()
         args = parser.parse_args(argv)
         if args.command is None:
@@ -310,7 +321,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             return EXIT_USAGE
         return _cmd_train(args) if args.command == "train" else _cmd_evaluate(args)
     except UsageError as e:
-        prog = "rnnrs" if not argv or argv[0] not in ("train", "evaluate", "generate") else f"rnnrs {argv[0]}"
+        prog = "rnnrs" if not argv or argv[0] not in ("train", "evaluate", *COMMANDS) else f"rnnrs {argv[0]}"
         print(f"{prog}: error: {e}", file=sys.stderr, flush=True)
         return EXIT_USAGE
     except KeyboardInterrupt:  # Ctrl-C before training started (or after it ended)

@@ -568,3 +568,8 @@ def _warn(caught: List[warnings.WarningMessage]) -> None:
     for w in caught:
         print(f"rnnrs generate: warning: {w.message}", file=sys.stderr, flush=True)
     caught.clear()
+
+
+# The command-line entry points (``rnnrs generate``; see ``cli.COMMANDS``).
+add_arguments = add_generate_arguments
+run = run_generate

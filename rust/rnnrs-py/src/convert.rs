@@ -4,6 +4,44 @@ use numpy::{Element as NpElement, PyArray, PyArrayMethods, PyReadonlyArray, PyUn
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Arc, RwLock};
+
+/// The pool every detached call runs in when `set_num_threads` chose one; `None` is rayon's global
+/// pool (`RAYON_NUM_THREADS`, read once per process). Results are the same bits for any thread
+/// count, so switching pools changes only the speed.
+static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+
+/// Compute with `n` threads from now on in this process (`None`: rayon's default pool again).
+/// Calls already running finish on the pool they started in.
+#[pyfunction]
+#[pyo3(signature = (n))]
+pub fn set_num_threads(n: Option<usize>) -> PyResult<()> {
+    let pool = match n {
+        None => None,
+        Some(0) => return Err(PyValueError::new_err("set_num_threads: expected a thread count >= 1 or None, got 0")),
+        Some(n) if n > 1024 => {
+            return Err(PyValueError::new_err(format!("set_num_threads: expected a thread count <= 1024, got {n}")))
+        }
+        Some(n) => Some(Arc::new(
+            rayon::ThreadPoolBuilder::new()
+                .num_threads(n)
+                .thread_name(|i| format!("rnnrs-{i}"))
+                .build()
+                .map_err(|e| PyRuntimeError::new_err(format!("set_num_threads: could not start {n} threads: {e}")))?,
+        )),
+    };
+    *POOL.write().unwrap_or_else(|p| p.into_inner()) = pool;
+    Ok(())
+}
+
+/// The number of threads rnnrs computes with in this process.
+#[pyfunction]
+pub fn get_num_threads() -> usize {
+    match POOL.read().unwrap_or_else(|p| p.into_inner()).as_ref() {
+        Some(pool) => pool.current_num_threads(),
+        None => rayon::current_num_threads(),
+    }
+}
 
 pyo3::create_exception!(
     _rnnrs,
@@ -24,7 +62,11 @@ pub fn to_py(e: rnnrs::Error) -> PyErr {
 /// Run `f` with the GIL released; a panic becomes a `RuntimeError` instead of escaping (it is a
 /// bug in rnnrs: every user mistake is an `rnnrs::Error`).
 pub fn detached<T: Send>(py: Python<'_>, f: impl FnOnce() -> rnnrs::Result<T> + Send) -> PyResult<T> {
-    let r = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
+    let pool = POOL.read().unwrap_or_else(|p| p.into_inner()).clone();
+    let r = py.detach(|| match pool {
+        Some(pool) => pool.install(|| catch_unwind(AssertUnwindSafe(f))),
+        None => catch_unwind(AssertUnwindSafe(f)),
+    });
     match r {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err(to_py(e)),

@@ -15,7 +15,7 @@ use pyo3::prelude::*;
 #[pymodule(gil_used = false)]
 mod _rnnrs {
     #[pymodule_export]
-    use crate::convert::NonFiniteError;
+    use crate::convert::{get_num_threads, set_num_threads, NonFiniteError};
     #[pymodule_export]
     use crate::io::{safetensors_dumps, safetensors_loads};
     #[pymodule_export]
