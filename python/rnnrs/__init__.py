@@ -11,6 +11,7 @@ from .dataset import LMBatches, random_batches, sequential_batches, split_train_
 from ._rnnrs import NonFiniteError, get_num_threads, set_num_threads
 from .generate import LyricGenerator, UnknownTokenWarning
 from .layers import GRU, LSTM, RNN
+from .cells import GRUCell, LSTMCell, RNNCell
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import LanguageModel
 from .tokenizer import CharTokenizer, Vocab, WordTokenizer, load_tokenizer
@@ -49,6 +50,9 @@ __all__ = [
     "RNN",
     "GRU",
     "LSTM",
+    "RNNCell",
+    "GRUCell",
+    "LSTMCell",
     "LanguageModel",
     "LyricGenerator",
     "UnknownTokenWarning",

@@ -20,20 +20,10 @@ pub enum LmInner {
     F64(Lm<f64>),
 }
 
+/// `with_lm!(inner, x, T => body)`: see `convert::by_dtype`.
 macro_rules! with_lm {
-    ($inner:expr, $l:ident, $T:ident => $body:expr) => {
-        match $inner {
-            LmInner::F32($l) => {
-                #[allow(dead_code)]
-                type $T = f32;
-                $body
-            }
-            LmInner::F64($l) => {
-                #[allow(dead_code)]
-                type $T = f64;
-                $body
-            }
-        }
+    ($($t:tt)*) => {
+        crate::convert::by_dtype!(LmInner, $($t)*)
     };
 }
 pub(crate) use with_lm;

@@ -18,21 +18,10 @@ pub enum Inner {
     F64(Layer<f64>),
 }
 
-/// Run `$body` with `$l` bound to the typed layer, and `$T` to its element type.
+/// `with_layer!(inner, x, T => body)`: see `convert::by_dtype`.
 macro_rules! with_layer {
-    ($inner:expr, $l:ident, $T:ident => $body:expr) => {
-        match $inner {
-            Inner::F32($l) => {
-                #[allow(dead_code)]
-                type $T = f32;
-                $body
-            }
-            Inner::F64($l) => {
-                #[allow(dead_code)]
-                type $T = f64;
-                $body
-            }
-        }
+    ($($t:tt)*) => {
+        crate::convert::by_dtype!(Inner, $($t)*)
     };
 }
 

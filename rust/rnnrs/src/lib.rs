@@ -55,6 +55,7 @@ pub mod loss;
 pub mod model;
 pub mod module;
 pub mod optim;
+pub mod recurrent_cell;
 mod packed;
 pub mod rng;
 pub mod sample;
@@ -73,6 +74,7 @@ pub use loss::cross_entropy;
 pub use model::{LanguageModel, LanguageModelConfig, State, StepStats};
 pub use module::Module;
 pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
+pub use recurrent_cell::{CellGrads, CellState, RecurrentCell};
 pub use sample::{beam_search, beam_search_until, sample, Beam, SampleConfig, Sampled, Sampler, WeightFormat};
 pub use seqmodel::{Activation, LayerSpec, LossKind, SeqInput, SeqModel, SeqModelConfig, SeqStats, SeqTarget};
 
