@@ -57,6 +57,7 @@ def _check_path(path: Any) -> str:
 
 def _check_options(opset: Any, dtype: Any, padding: Any) -> Tuple[int, bool]:
     onnx = _onnx()
+    opset = DEFAULT_OPSET if opset is None else opset
     newest = int(onnx.defs.onnx_opset_version())
     if isinstance(opset, bool) or not isinstance(opset, (int, np.integer)):
         raise TypeError(f"opset: expected an integer in [{MIN_OPSET}, {newest}], got {type(opset).__name__} {opset!r}")
@@ -181,9 +182,12 @@ def _stack(g: _Graph, x: str, sd: Mapping[str, np.ndarray], prefix: str, cell: s
         hs.append(outs[1])
         cs.append(outs[2] if cell == "lstm" else "")
         x = g.one("Reshape", [g.one("Transpose", [outs[0]], perm=[0, 2, 1, 3]), g.const("shape", np.array([0, 0, -1]))])
-    if num_layers == 1:
-        return x, hs[0], cs[0]
-    return x, g.one("Concat", hs, axis=0), (g.one("Concat", cs, axis=0) if cell == "lstm" else "")
+    h_n, c_n = [s[0] if num_layers == 1 else g.one("Concat", s, axis=0) for s in (hs, cs if cell == "lstm" else hs)]
+    if lens and h0:  # ONNX Runtime's final state of a zero-length sequence is 0, rnnrs' (and PyTorch's) is h0
+        empty = g.one("Unsqueeze", [g.one("Equal", [lens, g.const("zero", np.array(0, np.int32))]),
+                                    g.const("axes", np.array([0, 2]))])
+        h_n, c_n = g.one("Where", [empty, h0, h_n]), (g.one("Where", [empty, c0, c_n]) if c0 else "")
+    return x, h_n, (c_n if cell == "lstm" else "")
 
 
 def _layer_slice(g: _Graph, state: str, layer: int, directions: int) -> str:
@@ -199,7 +203,7 @@ def _cell_of(layer: Any) -> str:
 
 
 # ========================================================================================== exports
-def export_layer(layer: Any, path: Any, opset: int = DEFAULT_OPSET, *, dtype: str = "float32",
+def export_layer(layer: Any, path: Any, opset: Optional[int] = None, *, dtype: str = "float32",
                  padding: str = "post") -> Any:
     """Write ``layer`` (an :class:`rnnrs.RNN`/``GRU``/``LSTM``) to ``path`` as ONNX; returns the
     ``onnx.ModelProto``. Inputs ``x`` (``(T, B, I)``, ``(B, T, I)`` if ``batch_first``), ``h0`` (and
@@ -233,7 +237,7 @@ def export_layer(layer: Any, path: Any, opset: int = DEFAULT_OPSET, *, dtype: st
     return g.save(path, opset, "layer", config)
 
 
-def export_language_model(model: Any, path: Any, opset: int = DEFAULT_OPSET, *, tokenizer: Any = None,
+def export_language_model(model: Any, path: Any, opset: Optional[int] = None, *, tokenizer: Any = None,
                           info: Optional[Mapping[str, Any]] = None, dtype: str = "float32") -> Any:
     """Write ``model`` (an :class:`rnnrs.LanguageModel`) to ``path`` as ONNX, and ``tokenizer`` (if
     given) beside it as JSON (:func:`tokenizer_path`); returns the ``onnx.ModelProto``. Inputs
@@ -275,7 +279,7 @@ def export_language_model(model: Any, path: Any, opset: int = DEFAULT_OPSET, *, 
     return out
 
 
-def export_sequential(model: Any, path: Any, opset: int = DEFAULT_OPSET, *, dtype: str = "float32",
+def export_sequential(model: Any, path: Any, opset: Optional[int] = None, *, dtype: str = "float32",
                       padding: str = "post") -> Any:
     """Write a built :class:`rnnrs.keras.Sequential` to ``path`` as ONNX; returns the
     ``onnx.ModelProto``. Input ``x``: token ids int64 ``(N, T)`` (first layer an ``Embedding``) or
