@@ -207,8 +207,9 @@ def export_layer(layer: Any, path: Any, opset: Optional[int] = None, *, dtype: s
                  padding: str = "post") -> Any:
     """Write ``layer`` (an :class:`rnnrs.RNN`/``GRU``/``LSTM``) to ``path`` as ONNX; returns the
     ``onnx.ModelProto``. Inputs ``x`` (``(T, B, I)``, ``(B, T, I)`` if ``batch_first``), ``h0`` (and
-    ``c0`` for LSTM) ``(L*D, B, H)``, ``sequence_lens`` int32 ``(B,)`` (every length in ``[1, T]``);
-    outputs ``y``, ``h_n`` (and ``c_n``), as the layer's ``forward``."""
+    ``c0`` for LSTM) ``(L*D, B, H)``, ``sequence_lens`` int32 ``(B,)`` (lengths in ``[0, T]``, as
+    ``forward``'s ``lengths``; ``T`` for full sequences); outputs ``y``, ``h_n`` (and ``c_n``), as
+    :meth:`forward`. ``padding`` must be ``"post"``: ``sequence_lens`` cannot describe pre-padding."""
     from .layers import _Recurrent
     if not isinstance(layer, _Recurrent):
         raise TypeError(f"layer: expected an rnnrs.RNN, GRU or LSTM, got {type(layer).__name__}")
@@ -365,7 +366,10 @@ def run(args: argparse.Namespace) -> int:
     except OSError as e:
         return _error(f"{e.filename or model_dir}: {e.strerror or e}")
     except (ValueError, TypeError) as e:
-        return _error(f"--{str(e)}" if str(e).startswith(("opset:", "float16:")) else str(e))
+        message = str(e)
+        for option, flag in (("opset:", "--opset:"), ("dtype:", "--float16:")):
+            message = flag + message[len(option):] if message.startswith(option) else message
+        return _error(message)
     size = os.path.getsize(args.onnx)
     tok = f" and {tokenizer_path(args.onnx)}" if tokenizer is not None else ""
     print(f"wrote {args.onnx} ({size / 1e6:.1f} MB, {'float16' if args.float16 else 'float32'} weights){tok}", flush=True)
