@@ -307,6 +307,13 @@ def test_missing_onnx_is_an_import_error(tmp_path, monkeypatch):
         rnnrs.GRU(2, 3).export_onnx(tmp_path / "x.onnx")
 
 
+def test_cli_without_onnx(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert cli.main(["export", "--onnx", os.fspath(tmp_path / "m.onnx")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("rnnrs export: error:") and "pip install 'rnnrs[onnx]'" in err and err.count("\n") == 1, err
+
+
 def test_import_rnnrs_does_not_import_onnx():
     code = "import sys, rnnrs, rnnrs.onnx_export; print('onnx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)

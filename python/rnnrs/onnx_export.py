@@ -170,11 +170,10 @@ def _stack(g: _Graph, x: str, sd: Mapping[str, np.ndarray], prefix: str, cell: s
         attrs["activations"] = [_ACTIVATIONS[cell[4:]]] * directions
     hs, cs = [], []
     for layer in range(num_layers):
-        p = f"{prefix}{{}}_l{layer}{{}}"
-        w = np.stack([_gates(sd[p.format("weight_ih", s)], cell) for s in suffixes])
-        r = np.stack([_gates(sd[p.format("weight_hh", s)], cell) for s in suffixes])
-        b = np.stack([np.concatenate([_gates(sd[p.format("bias_ih", s)], cell), _gates(sd[p.format("bias_hh", s)], cell)])
-                      for s in suffixes])
+        def param(kind: str) -> List[np.ndarray]:  # one per direction, gates in ONNX's order
+            return [_gates(sd[f"{prefix}{kind}_l{layer}{s}"], cell) for s in suffixes]
+        w, r = np.stack(param("weight_ih")), np.stack(param("weight_hh"))
+        b = np.stack([np.concatenate(pair) for pair in zip(param("bias_ih"), param("bias_hh"))])
         ins = [x, g.weight(f"W_l{layer}", w), g.weight(f"R_l{layer}", r), g.weight(f"B_l{layer}", b), lens]
         for state in (h0, c0) if cell == "lstm" else (h0,):
             ins.append(_layer_slice(g, state, layer, directions))
@@ -182,12 +181,13 @@ def _stack(g: _Graph, x: str, sd: Mapping[str, np.ndarray], prefix: str, cell: s
         hs.append(outs[1])
         cs.append(outs[2] if cell == "lstm" else "")
         x = g.one("Reshape", [g.one("Transpose", [outs[0]], perm=[0, 2, 1, 3]), g.const("shape", np.array([0, 0, -1]))])
-    h_n, c_n = [s[0] if num_layers == 1 else g.one("Concat", s, axis=0) for s in (hs, cs if cell == "lstm" else hs)]
+    h_n = hs[0] if num_layers == 1 else g.one("Concat", hs, axis=0)
+    c_n = "" if cell != "lstm" else cs[0] if num_layers == 1 else g.one("Concat", cs, axis=0)
     if lens and h0:  # ONNX Runtime's final state of a zero-length sequence is 0, rnnrs' (and PyTorch's) is h0
         empty = g.one("Unsqueeze", [g.one("Equal", [lens, g.const("zero", np.array(0, np.int32))]),
                                     g.const("axes", np.array([0, 2]))])
-        h_n, c_n = g.one("Where", [empty, h0, h_n]), (g.one("Where", [empty, c0, c_n]) if c0 else "")
-    return x, h_n, (c_n if cell == "lstm" else "")
+        h_n, c_n = g.one("Where", [empty, h0, h_n]), (g.one("Where", [empty, c0, c_n]) if c0 else c_n)
+    return x, h_n, c_n
 
 
 def _layer_slice(g: _Graph, state: str, layer: int, directions: int) -> str:
