@@ -327,6 +327,15 @@ class _Recurrent:
         cell = "lstm" if issubclass(cls, LSTM) else "gru" if issubclass(cls, GRU) else "rnn"
         return interop.from_keras(cell, weights, expected=cls, **kwargs)  # type: ignore[return-value]
 
+    def export_onnx(self, path: Any, opset: Optional[int] = None, *, dtype: str = "float32",
+                    padding: str = "post") -> Any:
+        """Write the layer to ``path`` as an ONNX graph of ONNX's own recurrent operators, inputs
+        ``x``, ``h0`` (``c0``), ``sequence_lens`` and outputs ``y``, ``h_n`` (``c_n``) as :meth:`forward`;
+        ``dtype="float16"`` stores the weights in half precision. Needs ``pip install 'rnnrs[onnx]'``.
+        See :func:`rnnrs.onnx_export.export_layer` and ``docs/onnx.md``."""
+        from .onnx_export import export_layer
+        return export_layer(self, path, opset, dtype=dtype, padding=padding)
+
     def __repr__(self) -> str:
         extra = "".join(
             f", {k}={v!r}" for k, v in (("bidirectional", self.bidirectional), ("dropout", self.dropout),

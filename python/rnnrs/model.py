@@ -265,6 +265,15 @@ class LanguageModel:
         from .checkpoint import load_model
         return load_model(path)[0]
 
+    def export_onnx(self, path: Any, opset: Optional[int] = None, *, tokenizer: Any = None,
+                    info: Optional[Mapping[str, Any]] = None, dtype: str = "float32") -> Any:
+        """Write the model to ``path`` as ONNX (token ids ``(T, B)`` and states in, logits and states
+        out), and ``tokenizer`` beside it as ``out.tokenizer.json``; ``dtype="float16"`` stores the
+        weights in half precision. Needs ``pip install 'rnnrs[onnx]'``. See
+        :func:`rnnrs.onnx_export.export_language_model` and ``docs/onnx.md``."""
+        from .onnx_export import export_language_model
+        return export_language_model(self, path, opset, tokenizer=tokenizer, info=info, dtype=dtype)
+
     # -------------------------------------------------------------------------------------- sampling
     # (The overloads only give the precise return type for ``return_logprobs=False``/``True``.)
     @overload
