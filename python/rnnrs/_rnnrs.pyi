@@ -99,6 +99,9 @@ class RecurrentCell:
     def state_dict(self) -> _Named: ...
     def grads(self) -> _Named: ...
     def load_state_dict(self, items: list[tuple[str, _Float]]) -> None: ...
+    def init_parameters(self, init: str, recurrent_init: str | None = None, init_std: float = 0.01,
+                        forget_bias: float | None = None, seed: int = 0) -> None:
+        """Re-draw the parameters with the named initialisers (see ``rnnrs::init``)."""
     def zero_grad(self) -> None: ...
     def clear_tape(self) -> None: ...
 
@@ -162,6 +165,9 @@ class Recurrent:
     def load_state_dict(self, items: Sequence[tuple[str, Any]]) -> None:
         """Replace all parameters from ``(name, array)`` pairs: every name exactly once, same shapes,
         arrays of the layer's dtype. Nothing changes on error (``ValueError``/``TypeError``)."""
+    def init_parameters(self, init: str, recurrent_init: str | None = None, init_std: float = 0.01,
+                        forget_bias: float | None = None, seed: int = 0) -> None:
+        """Re-draw the parameters with the named initialisers (see ``rnnrs::init``)."""
     def zero_grad(self) -> None:
         """Set every gradient to zero."""
     def clear_tape(self) -> None:
@@ -247,6 +253,9 @@ class LanguageModel:
     def load_state_dict(self, items: Sequence[tuple[str, Any]]) -> None:
         """Replace all parameters (all names exactly once, same shapes, the model's dtype; nothing
         changes on error)."""
+    def init_parameters(self, init: str, recurrent_init: str | None = None, init_std: float = 0.01,
+                        forget_bias: float | None = None, seed: int = 0) -> None:
+        """Re-draw the parameters with the named initialisers (see ``rnnrs::init``)."""
     def zero_grad(self) -> None:
         """Set every gradient to zero."""
     def num_params(self) -> int:

@@ -22,7 +22,8 @@ The gradients are exactly those of the one-layer layer run over the same steps. 
 ``(B, I)``, states ``(B, H)`` — or ``(I,)`` and ``(H,)`` for one unbatched sequence. Parameters
 ``weight_ih (G*H, I)``, ``weight_hh (G*H, H)``, ``bias_ih``, ``bias_hh (G*H,)``, gates in PyTorch's
 order (LSTM ``i, f, g, o``; GRU ``r, z, n``), initialised ``U(-1/sqrt(H), 1/sqrt(H))`` from ``seed``
-(the weights of the one-layer layer with that seed, under ``_l0`` names).
+(the weights of the one-layer layer with that seed, under ``_l0`` names), or by the layers'
+``init=``, ``recurrent_init=``, ``init_std=`` and ``forget_bias=`` (see :mod:`rnnrs.layers`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import numpy as np
 from . import _rnnrs
 from ._finite import at_user_index
 from ._rnnrs import NonFiniteError
-from .layers import _DTYPES, _check_int, _check_seed, _dtype_name, _state_items
+from .layers import _DTYPES, _apply_init, _check_int, _check_seed, _dtype_name, _state_items
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -55,7 +56,7 @@ class _Cell:
     _steps: list
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, dtype: Any = np.float32,
-                 seed: int = 0, _cell: Optional[str] = None) -> None:
+                 seed: int = 0, _cell: Optional[str] = None, **init: Any) -> None:
         self.input_size = _check_int("input_size", input_size, 1)
         self.hidden_size = _check_int("hidden_size", hidden_size, 1)
         if bias is not True:
@@ -66,6 +67,7 @@ class _Cell:
         self._steps = []  # per recorded step: (batch, whether its x was 1-D)
         self._core = _rnnrs.RecurrentCell(_cell or self._cell, self.input_size, self.hidden_size,
                                           _DTYPES[self.dtype], self.seed)
+        _init(self._core, init, self.seed)
 
     # ------------------------------------------------------------------------------------ arrays
     def _array(self, name: str, a: Any, features: int, batch: Optional[int], unbatched: bool) -> np.ndarray:
@@ -167,11 +169,11 @@ class RNNCell(_Cell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh", *,
-                 dtype: Any = np.float32, seed: int = 0) -> None:
+                 dtype: Any = np.float32, seed: int = 0, **init: Any) -> None:
         if nonlinearity not in ("tanh", "relu"):
             raise ValueError(f"nonlinearity: expected 'tanh' or 'relu', got {nonlinearity!r}")
         self.nonlinearity = nonlinearity
-        super().__init__(input_size, hidden_size, bias, dtype=dtype, seed=seed, _cell=f"rnn_{nonlinearity}")
+        super().__init__(input_size, hidden_size, bias, dtype=dtype, seed=seed, _cell=f"rnn_{nonlinearity}", **init)
 
     def forward(self, x: Any, h: Any = None) -> np.ndarray:
         """``x (B, I)`` (or ``(I,)``) and ``h (B, H)`` or None (zeros) → the next ``h``."""
@@ -194,8 +196,8 @@ class GRUCell(RNNCell):
     _cell = "gru"
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, *, dtype: Any = np.float32,
-                 seed: int = 0) -> None:
-        _Cell.__init__(self, input_size, hidden_size, bias, dtype=dtype, seed=seed)
+                 seed: int = 0, **init: Any) -> None:
+        _Cell.__init__(self, input_size, hidden_size, bias, dtype=dtype, seed=seed, **init)
 
 
 class LSTMCell(_Cell):
@@ -225,6 +227,19 @@ class LSTMCell(_Cell):
         return dx, (dh0, dc0)
 
     __call__ = forward
+
+
+_INIT_DEFAULTS = {"init": "pytorch", "recurrent_init": None, "init_std": 0.01, "forget_bias": None}
+
+
+def _init(core: Any, kwargs: Dict[str, Any], seed: int) -> None:
+    """The cells' ``init=``, ``recurrent_init=``, ``init_std=``, ``forget_bias=`` (as the layers')."""
+    unknown = sorted(set(kwargs) - set(_INIT_DEFAULTS))
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r} (expected dtype, seed or one of "
+                        f"{sorted(_INIT_DEFAULTS)})")
+    args = {**_INIT_DEFAULTS, **kwargs}
+    _apply_init(core, args["init"], args["recurrent_init"], args["init_std"], args["forget_bias"], seed)
 
 
 def _pair(name: str, state: Any) -> Tuple[Any, Any]:

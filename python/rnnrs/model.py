@@ -20,7 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import _rnnrs
-from .layers import _check_int, _check_seed, _dtype_name, _state_items
+from .layers import _apply_init, _check_int, _check_seed, _dtype_name, _state_items
 
 __all__ = ["LanguageModel", "CELLS"]
 
@@ -81,6 +81,9 @@ class LanguageModel:
         seed: initialises every parameter (same seed, same model).
         dtype: ``numpy.float32`` (default) or ``numpy.float64``: the dtype of the parameters,
             gradients, logits and states.
+        init, recurrent_init, init_std, forget_bias: initialisers as for :class:`rnnrs.LSTM`;
+            ``init`` also draws the embedding and the output layer (``"normal"`` with
+            ``init_std=0.01`` is the d2l book's ``N(0, 0.01)`` weights and zero biases).
 
     Token ids passed in are integer arrays (int64 is used as it is, other integer dtypes are
     converted); float arrays coming out (logits, states, parameters) have the model's ``dtype``.
@@ -93,7 +96,8 @@ class LanguageModel:
 
     def __init__(self, vocab_size: int, embed_size: Optional[int] = 128, hidden_size: int = 256,
                  num_layers: int = 2, cell: str = "lstm", dropout: float = 0.0, seed: int = 0,
-                 dtype: Any = np.float32) -> None:
+                 dtype: Any = np.float32, *, init: str = "pytorch", recurrent_init: Optional[str] = None,
+                 init_std: float = 0.01, forget_bias: Optional[float] = None) -> None:
         vocab_size = _check_int("vocab_size", vocab_size, 1)
         if embed_size is not None:
             embed_size = _check_int("embed_size", embed_size, 1)
@@ -110,6 +114,7 @@ class LanguageModel:
         self.dtype = np.dtype(_dtype_name(dtype))
         self._core = _rnnrs.LanguageModel(vocab_size, embed_size, hidden_size, num_layers, CELLS[cell],
                                           float(dropout), self.dtype.name, self.seed)
+        _apply_init(self._core, init, recurrent_init, init_std, forget_bias, self.seed)
         self.optimizer: Optional[Dict[str, Any]] = None
 
     # ---------------------------------------------------------------------------------------- config

@@ -152,6 +152,18 @@ impl RecurrentCell {
         })
     }
 
+    /// Re-draw the parameters with the named initialisers (see `rnnrs::init`); nothing changes on
+    /// error.
+    #[pyo3(signature = (init, recurrent_init=None, init_std=0.01, forget_bias=None, seed=0))]
+    fn init_parameters(&mut self, init: &str, recurrent_init: Option<&str>, init_std: f64, forget_bias: Option<f64>, seed: u64) -> PyResult<()> {
+        with_cell!(&mut self.inner, x, T => {
+            let (cell, hidden) = (x.config().cell, x.config().hidden_size);
+            crate::init::apply(x, cell, hidden, init, recurrent_init, init_std, forget_bias, seed)?;
+            x.clear_tape(); // (recorded with the old weights)
+            Ok(())
+        })
+    }
+
     /// Set every gradient to zero.
     fn zero_grad(&mut self) {
         with_cell!(&mut self.inner, c, T => c.zero_grad())

@@ -3,6 +3,7 @@
 
 mod cell;
 mod convert;
+mod init;
 mod io;
 mod model;
 mod optimizer;

@@ -232,6 +232,16 @@ impl LanguageModel {
         })
     }
 
+    /// Re-draw the parameters with the named initialisers (see `rnnrs::init`); nothing changes on
+    /// error.
+    #[pyo3(signature = (init, recurrent_init=None, init_std=0.01, forget_bias=None, seed=0))]
+    fn init_parameters(&mut self, init: &str, recurrent_init: Option<&str>, init_std: f64, forget_bias: Option<f64>, seed: u64) -> PyResult<()> {
+        with_lm!(&mut self.inner, x, T => {
+            let (cell, hidden) = (x.model.config().cell, x.model.config().hidden_size);
+            crate::init::apply(&mut x.model, cell, hidden, init, recurrent_init, init_std, forget_bias, seed)
+        })
+    }
+
     /// Set every gradient to zero.
     fn zero_grad(&mut self) {
         with_lm!(&mut self.inner, l, T => l.model.zero_grad())
