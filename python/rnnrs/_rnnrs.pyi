@@ -70,6 +70,10 @@ class _LanguageModelConfig(TypedDict):
     num_layers: int
     cell: str
     dropout: float
+    tie_weights: bool
+    embed_dropout: float
+    locked_dropout: float
+    weight_drop: float
 
 def set_num_threads(n: int | None) -> None:
     """Compute with ``n`` threads from now on in this process (``None``: rayon's default pool,
@@ -202,6 +206,10 @@ class LanguageModel:
         dropout: float = 0.0,
         dtype: str = "float32",
         seed: int = 0,
+        tie_weights: bool = False,
+        embed_dropout: float = 0.0,
+        locked_dropout: float = 0.0,
+        weight_drop: float = 0.0,
     ) -> LanguageModel: ...
     @property
     def dtype(self) -> Literal["float32", "float64"]:

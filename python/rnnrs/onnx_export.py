@@ -265,7 +265,10 @@ def export_language_model(model: Any, path: Any, opset: Optional[int] = None, *,
     else:
         x = g.one("Gather", [g.weight("embedding", sd["embedding.weight"]), ids], axis=0)
     y, h_n, c_n = _stack(g, x, sd, "rnn.", cell, model.num_layers, 1, model.hidden_size, h0, c0)
-    logits = g.one("Add", [g.one("MatMul", [y, g.weight("linear_weight_t", sd["linear.weight"].T)]),
+    w_out = sd.get("linear.weight")
+    if w_out is None:  # tied: the output layer is the embedding (times the projection when E != H)
+        w_out = sd["embedding.weight"] if "proj.weight" not in sd else sd["embedding.weight"] @ sd["proj.weight"]
+    logits = g.one("Add", [g.one("MatMul", [y, g.weight("linear_weight_t", w_out.T)]),
                            g.weight("linear_bias", sd["linear.bias"])])
     g.output("logits", logits, F, ["seq_len", "batch", model.vocab_size])
     g.output("h_n", h_n, F, state_shape)

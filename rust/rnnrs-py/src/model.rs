@@ -59,7 +59,7 @@ fn state_out<'py, F: numpy::Element>(py: Python<'py>, s: State<F>) -> PyState<'p
 #[pymethods]
 impl LanguageModel {
     #[new]
-    #[pyo3(signature = (vocab_size, embed_size, hidden_size, num_layers=1, cell="lstm", dropout=0.0, dtype="float32", seed=0))]
+    #[pyo3(signature = (vocab_size, embed_size, hidden_size, num_layers=1, cell="lstm", dropout=0.0, dtype="float32", seed=0, tie_weights=false, embed_dropout=0.0, locked_dropout=0.0, weight_drop=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -71,12 +71,17 @@ impl LanguageModel {
         dropout: f64,
         dtype: &str,
         seed: u64,
+        tie_weights: bool,
+        embed_dropout: f64,
+        locked_dropout: f64,
+        weight_drop: f64,
     ) -> PyResult<Self> {
         let cell: CellKind = cell.parse().map_err(to_py)?;
         let cfg = LanguageModelConfig { vocab_size, embed_size, hidden_size, num_layers, cell, dropout };
+        let opts = rnnrs::LanguageModelOptions { tie_weights, embed_dropout, locked_dropout, weight_drop };
         let inner = match dtype {
-            "float32" => LmInner::F32(Lm { model: detached(py, || rnnrs::LanguageModel::new(cfg, seed))?, optimizer: None }),
-            "float64" => LmInner::F64(Lm { model: detached(py, || rnnrs::LanguageModel::new(cfg, seed))?, optimizer: None }),
+            "float32" => LmInner::F32(Lm { model: detached(py, || rnnrs::LanguageModel::with_options(cfg, opts, seed))?, optimizer: None }),
+            "float64" => LmInner::F64(Lm { model: detached(py, || rnnrs::LanguageModel::with_options(cfg, opts, seed))?, optimizer: None }),
             other => return Err(PyTypeError::new_err(format!("dtype: expected 'float32' or 'float64', got {other:?}"))),
         };
         Ok(LanguageModel { inner })
@@ -102,6 +107,11 @@ impl LanguageModel {
         d.set_item("num_layers", cfg.num_layers)?;
         d.set_item("cell", cfg.cell.name())?;
         d.set_item("dropout", cfg.dropout)?;
+        let o = with_lm!(&self.inner, l, T => l.model.options().clone());
+        d.set_item("tie_weights", o.tie_weights)?;
+        d.set_item("embed_dropout", o.embed_dropout)?;
+        d.set_item("locked_dropout", o.locked_dropout)?;
+        d.set_item("weight_drop", o.weight_drop)?;
         Ok(d)
     }
 
