@@ -462,8 +462,13 @@ def tuner(data: Any, param_space: Mapping[str, Any], *, max_steps: int, metric: 
         param_space=dict(param_space),
         tune_config=tune.TuneConfig(metric=metric, mode=mode, num_samples=num_samples, scheduler=scheduler,
                                     search_alg=search_alg, max_concurrent_trials=max_concurrent_trials,
-                                    reuse_actors=reuse_actors),
+                                    reuse_actors=reuse_actors, trial_dirname_creator=_trial_dirname),
         run_config=run_config)
+
+
+def _trial_dirname(trial: Any) -> str:
+    """``trial_<id>``: short, shell-safe trial directories (Ray's default spells out the config)."""
+    return f"trial_{trial.trial_id}"
 
 
 def restore(path: Any, data: Any = None, **kw: Any) -> Any:
@@ -697,6 +702,8 @@ def run(args: argparse.Namespace) -> int:
     import logging
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Every report carries a checkpoint, so Ray snapshots its state often and warns each time.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         if not ray.is_initialized():
             ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING,
