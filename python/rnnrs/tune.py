@@ -706,8 +706,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         if not ray.is_initialized():
-            ray.init(address=args.address, include_dashboard=False, logging_level=logging.WARNING,
-                     log_to_driver=False)
+            local = {} if args.address else {"include_dashboard": False}  # (a cluster has its own settings)
+            ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False, **local)
     except Exception as e:  # a wrong --address: ConnectionError, RuntimeError, ...
         return report.error(f"--address {args.address}: cannot connect to Ray: {e}" if args.address
                             else f"cannot start Ray: {e}", EXIT_USAGE)
