@@ -200,6 +200,7 @@ def test_errored_sweep_restored_resumes_bit_identically(ray_session, tmp_path, r
     results = rnnrs.tune.tuner(TEXT, space, max_steps=40, report_every=10, num_samples=1, scheduler="fifo",
                                max_failures=0, storage_path=path, verbose=0).fit()
     assert results.num_errors == 1 and results[0].metrics["step"] == 20
+    assert [row["status"] for row in rnnrs.tune.summarize(results).table] == ["ERROR"]
     with pytest.raises(ValueError, match="expected the text the sweep"):
         rnnrs.tune.restore(path, TEXT + "x")
     results = rnnrs.tune.restore(path, TEXT).fit()

@@ -268,7 +268,7 @@ def trainable(config: Dict[str, Any], *, text: Optional[str] = None, corpus: Opt
     if checkpoint is not None:
         trainer = Trainer.resume(run_dir, callbacks=(), **data, **session)
     else:
-        cfg = TrainConfig(**({"corpus": corpus} if corpus is not None else {}))
+        cfg = TrainConfig(corpus=corpus)
         trainer = Trainer(cfg, out=run_dir, seed=seed, callbacks=(), **data, **opts, **session)
     state: Dict[str, Any] = {"val": None}
 
@@ -361,7 +361,7 @@ def _write_spec(storage_path: Optional[str], spec: Dict[str, Any]) -> None:
         with fs.open_output_stream(f"{root}/{SPEC_FILE}") as f:
             f.write(text.encode("utf-8"))
         return
-    path = os.path.join(parent, name)
+    path = os.path.join(str(parent), str(name))
     os.makedirs(path, exist_ok=True)
     from ._atomic import atomic_write_bytes
     atomic_write_bytes(os.path.join(path, SPEC_FILE), text.encode("utf-8"))
@@ -373,11 +373,13 @@ def _read_spec(path: str) -> Dict[str, Any]:
         import pyarrow.fs
         fs, root = pyarrow.fs.FileSystem.from_uri(f"{parent}/{name}")
         with fs.open_input_stream(f"{root}/{SPEC_FILE}") as f:
-            return json.loads(f.read().decode("utf-8"))
-    file = os.path.join(parent, name, SPEC_FILE)  # type: ignore[arg-type]
+            spec: Dict[str, Any] = json.loads(f.read().decode("utf-8"))
+            return spec
+    file = os.path.join(str(parent), str(name), SPEC_FILE)
     try:
         with open(file, encoding="utf-8") as f:
-            return json.load(f)
+            loaded: Dict[str, Any] = json.load(f)
+            return loaded
     except FileNotFoundError:
         raise ValueError(f"{path}: expected a sweep directory made by rnnrs.tune (holding {SPEC_FILE}), got none") \
             from None
@@ -398,7 +400,7 @@ def tuner(data: Any, param_space: Mapping[str, Any], *, max_steps: int, metric: 
     (time attribute ``step``, grace period ``grace_steps``, default ``report_every``), ``"fifo"``/None,
     or a Tune scheduler. Configs are drawn with ``seed`` (unless ``search_alg`` is given) and each
     trial's training seed derives from it (:func:`trial_seed`). ``storage_path`` is the sweep's
-    directory (local, shared, or a URI; default under ``~/ray_results``); it keeps the best
+    directory (local, shared, or a URI; default ``~/ray_results/rnnrs-tune-<date>_<time>``); it keeps the best
     ``keep_checkpoints`` checkpoints of each trial (and the latest), and a trial that fails is
     restarted from its checkpoint up to ``max_failures`` times. ``callbacks`` and ``verbose`` go to
     ``ray.tune.RunConfig``. Errors in the options are raised here, before any trial starts."""
@@ -442,6 +444,9 @@ def tuner(data: Any, param_space: Mapping[str, Any], *, max_steps: int, metric: 
     if search_alg is None:
         search_alg = BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent_trials or 0)
     trial_fixed = dict(fixed, max_steps=max_steps, report_every=report_every, sweep_seed=seed)
+    if storage_path is None:  # a directory of its own, so that restore() finds rnnrs-tune.json in it
+        storage_path = os.path.join(os.path.expanduser("~"), "ray_results",
+                                    "rnnrs-tune-" + time.strftime("%Y-%m-%d_%H-%M-%S"))
     parent, name = _split_storage(storage_path)
     spec = {"rnnrs_tune": 1, "fixed": trial_fixed, "cpus_per_trial": cpus_per_trial,
             "corpus": data_opts.get("corpus"),
@@ -521,11 +526,23 @@ def _config_row(config: Mapping[str, Any], metrics: Mapping[str, Any]) -> Dict[s
     return row
 
 
+def _status(state: Optional[str], result: Any, metrics: Mapping[str, Any]) -> str:
+    """TERMINATED, ERROR or UNFINISHED (pending, running or paused when the sweep stopped)."""
+    if result.error or state == "ERROR":
+        return "ERROR"
+    if state == "TERMINATED" or (state is None and metrics.get("done")):
+        return "TERMINATED"
+    return "UNFINISHED"
+
+
 def summarize(results: Any, metric: str = "val_ppl", mode: str = "min") -> SweepResult:
     """A :class:`SweepResult` from a ``ray.tune.ResultGrid`` of rnnrs trials."""
     sign = 1.0 if mode == "min" else -1.0
     table, best = [], None
-    for result in results:
+    # Ray's trial states (TERMINATED, ERROR, PENDING, RUNNING, PAUSED); the ResultGrid is in their order.
+    trials = getattr(getattr(results, "_experiment_analysis", None), "trials", None)
+    states = [t.status for t in trials] if trials is not None and len(trials) == len(results) else None
+    for i, result in enumerate(results):
         metrics = result.metrics or {}
         config = result.config or {}
         best_metric, best_path = math.inf, None
@@ -537,10 +554,10 @@ def summarize(results: Any, metric: str = "val_ppl", mode: str = "min") -> Sweep
         reported = []
         if df is not None and metric in df:
             reported = [float(x) for x in df[metric] if x == x]
-        trial_best = (min if mode == "min" else max)(reported) if reported else math.nan
+        trial_best = (min if mode == "min" else max)(reported) if reported else None
         row = {"trial": metrics.get("trial_id") or os.path.basename(result.path),
                **_config_row(config, metrics),
-               "status": "ERROR" if result.error else "TERMINATED",
+               "status": _status(states[i] if states else None, result, metrics),
                "step": metrics.get("step"), metric: metrics.get(metric), f"best_{metric}"
                if not metric.startswith("best_") else metric: trial_best,
                "dir": best_path}
@@ -623,7 +640,7 @@ def _json_line(obj: Dict[str, Any]) -> str:
 def _progress_callback(json_mode: bool) -> Any:
     from ray.tune import Callback
 
-    class Progress(Callback):  # type: ignore[misc]
+    class Progress(Callback):
         """One line (or JSON object) per reported validation and per finished trial."""
 
         header = False
@@ -661,7 +678,7 @@ def _progress_callback(json_mode: bool) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """``rnnrs tune``: run (or with ``--resume`` continue) a sweep and print the best trial."""
-    from .cli import _Reporter, EXIT_FAILED, EXIT_OK, EXIT_USAGE
+    from .cli import _Reporter, EXIT_FAILED, EXIT_OK, EXIT_SIGINT, EXIT_USAGE
     report = _Reporter("rnnrs tune", bool(args.json))
     try:
         import ray
@@ -706,8 +723,8 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     try:
         if not ray.is_initialized():
-            local = {} if args.address else {"include_dashboard": False}  # (a cluster has its own settings)
-            ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False, **local)
+            local_only: Dict[str, Any] = {} if args.address else {"include_dashboard": False}  # (a cluster has its own)
+            ray.init(address=args.address, logging_level=logging.WARNING, log_to_driver=False, **local_only)
     except Exception as e:  # a wrong --address: ConnectionError, RuntimeError, ...
         return report.error(f"--address {args.address}: cannot connect to Ray: {e}" if args.address
                             else f"cannot start Ray: {e}", EXIT_USAGE)
@@ -723,10 +740,10 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             tuner_obj = restore(out, data)
             # Tuner.restore keeps the RunConfig; the progress callback is added to the restored one.
-            local = getattr(tuner_obj, "_local_tuner", None)
-            if local is not None:
-                local._run_config.callbacks = callbacks
-                local._run_config.verbose = 0
+            internal = getattr(tuner_obj, "_local_tuner", None)  # None with Ray Client (ray://)
+            if internal is not None:
+                internal._run_config.callbacks = callbacks
+                internal._run_config.verbose = 0
         else:
             tuner_obj = tuner(data, space, callbacks=callbacks, verbose=0, **t_args)
         results = tuner_obj.fit()
@@ -734,16 +751,17 @@ def run(args: argparse.Namespace) -> int:
         return report.error(str(e), EXIT_USAGE)
     summary = summarize(results)
     wall = time.perf_counter() - t0
+    unfinished = sum(r["status"] == "UNFINISHED" for r in summary.table)
     if args.json:
         print(_json_line({"event": "summary", "best_config": summary.best_config, "best_val_ppl": summary.best_val_ppl,
                           "best_dir": summary.best_dir, "trials": summary.table, "wall_time_s": wall,
-                          "ray_start_s": t_ray}), flush=True)
+                          "ray_start_s": t_ray, "unfinished_trials": unfinished}), flush=True)
     else:
         print()
         print(format_table(summary.table))
         print()
         if summary.best_dir is None:
-            print(f"no trial reported a finite validation perplexity ({wall:.1f}s)")
+            print(f"no trial reported a finite validation perplexity yet ({wall:.1f}s)")
         else:
             cfg = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                             for k, v in summary.best_config.items())
@@ -751,4 +769,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  model: {summary.best_dir}")
             print(f"  generate: python -m rnnrs generate --model {summary.best_dir}")
             print(f"{len(summary.table)} trials in {wall:.1f}s (Ray start-up {t_ray:.1f}s)")
+    if unfinished:  # Ctrl-C: Ray Tune stopped and saved its state
+        report.error(f"interrupted with {unfinished} of {len(summary.table)} trials unfinished; continue with "
+                     f"rnnrs tune --out {args.out} --resume", EXIT_SIGINT)
+        return EXIT_SIGINT
     return EXIT_OK if summary.best_dir is not None else EXIT_FAILED
