@@ -131,6 +131,10 @@ def test_val_fraction_zero_is_refused():
 def test_data_and_space_file_errors(tmp_path):
     with pytest.raises(ValueError, match="no such file"):
         rnnrs.tune.tuner(None, {}, max_steps=10, corpus=str(tmp_path / "missing.txt"))
+    named = tmp_path / "named.txt"
+    named.write_text(TEXT)
+    with pytest.raises(ValueError, match="a str is the corpus text itself, got the name of a file"):
+        rnnrs.tune.tuner(str(named), {}, max_steps=10)
     with pytest.raises(TypeError, match="expected one corpus file"):
         rnnrs.tune.tuner([str(tmp_path / "a.txt")], {}, max_steps=10)
     with pytest.raises(ValueError, match="max_steps: expected an integer >= 1, got 0"):

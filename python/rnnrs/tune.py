@@ -32,6 +32,7 @@ import shutil
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 __all__ = ["trainable", "tuner", "sweep", "restore", "SweepResult", "trial_seed", "space_from_json",
@@ -318,6 +319,9 @@ def _data_options(data: Any, fixed: Dict[str, Any]) -> Dict[str, Any]:
     if isinstance(data, str):
         if not data:
             raise ValueError("data: expected some text, got an empty string")
+        if "\n" not in data and len(data) < 4096 and os.path.isfile(data):
+            raise ValueError(f"data: a str is the corpus text itself, got the name of a file ({data!r}); pass "
+                             "pathlib.Path(...) or corpus=... to train on the file")
         return {"text": data}
     path = data if data is not None else corpus
     if isinstance(path, (list, tuple)):
@@ -490,8 +494,9 @@ def restore(path: Any, data: Any = None, **kw: Any) -> Any:
     fixed = dict(spec["fixed"])
     if data is None and spec.get("corpus") is None:
         raise ValueError(f"data: the sweep in {path} was given its text by value; pass the same text again")
-    data_opts = _data_options(data if data is not None else None, {} if data is not None else
-                              {"corpus": spec["corpus"]})
+    if spec.get("corpus") is not None and isinstance(data, str):  # a sweep of a file: a str is its path
+        data = Path(data)
+    data_opts = _data_options(data, {} if data is not None else {"corpus": spec["corpus"]})
     if "text" in data_opts:
         digest = hashlib.sha256(data_opts["text"].encode("utf-8")).hexdigest()
         if digest != spec.get("text_sha256"):
@@ -696,7 +701,6 @@ def run(args: argparse.Namespace) -> int:
         if os.path.exists(os.path.join(out, SPEC_FILE)):
             return report.error(f"--out {args.out}: already holds a sweep; continue it with --resume, or choose "
                                 "another --out", EXIT_USAGE)
-    from pathlib import Path
     t0 = time.perf_counter()
     try:
         if args.resume:
