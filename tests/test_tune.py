@@ -257,6 +257,10 @@ def test_cli_json_prints_one_object_per_line_and_a_summary(ray_session, tmp_path
     assert "already holds a sweep" in capsys.readouterr().err
     assert cli.main(["tune", "--out", str(out), "--resume", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["event"] == "summary"
+    assert cli.main(["tune", "--out", str(out), "--resume"]) == 0
+    human = capsys.readouterr().out
+    assert f"best: val ppl {summary['best_val_ppl']:.4f} with " in human
+    assert f"  model: {summary['best_dir']}\n" in human and "TERMINATED" in human
 
 
 @needs_ray
