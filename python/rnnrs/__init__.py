@@ -17,7 +17,7 @@ from .model import LanguageModel
 from .tokenizer import CharTokenizer, Vocab, WordTokenizer, load_tokenizer
 
 if TYPE_CHECKING:
-    from . import interop, keras
+    from . import interop, keras, tune
     from .keras import Sequential
     from .trainer import StopTraining, TrainConfig, Trainer, TrainResult, train
 
@@ -29,6 +29,7 @@ _LAZY = {
     "interop": ("interop", None), "keras": ("keras", None), "Sequential": ("keras", "Sequential"),
     "train": ("trainer", "train"), "Trainer": ("trainer", "Trainer"), "TrainConfig": ("trainer", "TrainConfig"),
     "TrainResult": ("trainer", "TrainResult"), "StopTraining": ("trainer", "StopTraining"),
+    "tune": ("tune", None),  # Ray Tune sweeps; Ray itself is imported only when a sweep runs
 }
 
 
@@ -69,6 +70,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "StopTraining",
+    "tune",
     "CharTokenizer",
     "WordTokenizer",
     "Vocab",

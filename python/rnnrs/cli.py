@@ -292,6 +292,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "generate": (".generate", "generate text with a trained (or the built-in) model"),
     "export": (".onnx_export", "export a model to ONNX"),
+    "tune": (".tune", "hyper-parameter sweeps on Ray Tune"),
 }
 
 
