@@ -109,13 +109,15 @@ def test_user_errors_exit_2_with_one_line(tmp_path, corpus, capsys):
     (tmp_path / "bin.txt").write_bytes(b"\x7fELF\x00\x01\x02")
     (tmp_path / "latin1.txt").write_bytes("café au lait".encode("latin-1"))
     (tmp_path / "short.txt").write_text("hello world\n" * 5)
+    (tmp_path / "no_files").mkdir()
     cases = [
         (["train", "--corpus", str(tmp_path / "missing.txt"), "--out", out], "no such file"),
         (["train", "--corpus", str(tmp_path / "empty.txt"), "--out", out], "empty"),
         (["train", "--corpus", str(tmp_path / "bin.txt"), "--out", out], "binary file (NUL byte at offset 4)"),
         (["train", "--corpus", str(tmp_path / "latin1.txt"), "--out", out], "byte 0xe9 at offset 3"),
         (["train", "--corpus", str(tmp_path / "short.txt"), "--out", out], "corpus too short"),
-        (["train", "--corpus", str(tmp_path), "--out", out], "directory"),
+        (["train", "--corpus", str(tmp_path / "no_files"), "--out", out], "expected a folder with text files"),
+        (["train", "--corpus", str(tmp_path), "--out", out], "binary file"),  # (a folder: each of its files)
         (["train", "--corpus", corpus, "--out", out, "--lr", "-1"], "--lr: expected a finite number"),
         (["train", "--corpus", corpus, "--out", out, "--lr", "abc"], "invalid number value"),
         (["train", "--corpus", corpus, "--out", out, "--dropout", "1.5"], "--dropout: expected"),

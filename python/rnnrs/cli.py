@@ -71,10 +71,17 @@ _finite_float.__name__ = "number"
 def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     S = argparse.SUPPRESS  # absent options stay absent, so --resume can tell what was given
     g = p.add_argument_group("data")
-    g.add_argument("--corpus", metavar="FILE", default=S, help="UTF-8 text file to train on (required unless --resume)")
+    g.add_argument("--corpus", metavar="PATH", nargs="+", default=S,
+                   help="UTF-8 text files or folders of them to train on (required unless --resume or --init-from "
+                        "with a corpus); several are joined with a blank line, each split for validation at its end")
     g.add_argument("--out", metavar="DIR", required=True, help="run directory: model.safetensors, "
                    "checkpoint.safetensors, curve.png")
-    g.add_argument("--level", choices=["char", "word"], default=S, help="tokens: characters (default) or words")
+    g.add_argument("--level", choices=["char", "word", "bpe"], default=S,
+                   help="tokens: characters (default), words, or byte-level BPE subwords (needs rnnrs[bpe])")
+    g.add_argument("--tokenizer", dest="tokenizer_file", metavar="FILE", default=S,
+                   help="--level bpe: a Hugging Face tokenizer.json to use instead of fitting one")
+    g.add_argument("--bpe-vocab", type=_positive_int, metavar="N", default=S,
+                   help="--level bpe: subword vocabulary to fit on the corpus (default 2000)")
     g.add_argument("--lower", action="store_true", default=S, help="lower-case the text")
     g.add_argument("--letters-only", action="store_true", default=S,
                    help="keep letters only, other runs become one space (the book's preprocessing)")
@@ -94,11 +101,32 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--layers", type=_positive_int, metavar="N", default=S, help="recurrent layers (default 2)")
     g.add_argument("--dropout", type=_finite_float, metavar="P", default=S, help="between layers (default 0.1)")
     g.add_argument("--dtype", choices=["float32", "float64"], default=S, help="compute precision (default float32)")
+    g.add_argument("--init-from", metavar="DIR", default=S,
+                   help="fine-tune a trained model: a run directory, a .safetensors file, or 'builtin'")
+    from .layers import INITS
+    inits = list(INITS)
+    g.add_argument("--init", choices=inits, default=S, help="initialiser of input weights, embedding, output "
+                   "layer (default pytorch: U(+-1/sqrt(H)); others zero the biases)")
+    g.add_argument("--recurrent-init", choices=inits, default=S, help="initialiser of W_hh (default: as --init)")
+    g.add_argument("--init-std", type=_finite_float, metavar="S", default=S, help="std of --init normal (default 0.01)")
+    g.add_argument("--forget-bias", type=_finite_float, metavar="B", default=S,
+                   help="LSTM: the forget gate's initial bias b_ih_f + b_hh_f (Keras: 1)")
+    g.add_argument("--embed-dropout", type=_finite_float, metavar="P", default=S,
+                   help="drop whole token types from the embedding per batch (AWD-LSTM; default 0)")
+    g.add_argument("--locked-dropout", type=_finite_float, metavar="P", default=S,
+                   help="dropout on the stack's input and output, one mask per sequence (default 0)")
+    g.add_argument("--weight-drop", type=_finite_float, metavar="P", default=S,
+                   help="DropConnect on every W_hh, one mask per batch (default 0)")
+    g.add_argument("--tie-weights", action="store_true", default=S,
+                   help="the output layer shares the embedding (with a learned projection if embed != hidden)")
     g = p.add_argument_group("batches and length")
     g.add_argument("--seq-len", type=_positive_int, metavar="T", default=S, help="time steps per batch (default 64)")
     g.add_argument("--batch-size", type=_positive_int, metavar="B", default=S, help="sequences per batch (default 32)")
     g.add_argument("--sampling", choices=["random", "sequential"], default=S,
                    help="random: fresh state every batch (default); sequential: state carried within an epoch")
+    g.add_argument("--window-offset", choices=["random", "fixed"], default=S,
+                   help="windows start at a random offset each epoch (default) or at 0, T, 2T, ... (the book's "
+                        "first edition)")
     length = g.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=_positive_int, metavar="N", default=S, help="passes over the data (default 10)")
     length.add_argument("--steps", type=_positive_int, metavar="N", default=S, help="optimizer steps instead of epochs")
@@ -209,6 +237,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     out = opts.pop("out")
     if not resume and "corpus" not in opts:
         return report.error("--corpus: required to start a new run (see rnnrs train --help)", 2)
+    if isinstance(opts.get("corpus"), list) and len(opts["corpus"]) == 1:
+        opts["corpus"] = opts["corpus"][0]
     try:
         if resume:
             trainer = Trainer.resume(out, **opts)
@@ -267,20 +297,24 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if ids.size < 2:
         return report.error(f"--corpus {args.corpus}: expected at least 2 tokens, got {ids.size}", EXIT_USAGE)
     loss, count = evaluate_ids(model, ids, args.batch_size, args.seq_len)
-    unknown = int(np.count_nonzero(ids == 0))
+    unknown = int(np.count_nonzero(ids == 0)) if tok.vocab.idx_to_token[0] == "<unk>" else 0
     result = {
         "event": "evaluate", "model": os.fspath(args.model), "corpus": os.fspath(args.corpus),
         "level": tok.level, "tokens": int(ids.size), "tokens_evaluated": int(count), "unknown_tokens": unknown,
         "loss": loss, "perplexity": math.exp(loss) if loss < 700 else math.inf,
-        "bits_per_token": loss / math.log(2), "wall_time_s": time.perf_counter() - t0,
+        "bits_per_token": loss / math.log(2),
+        # (per character of the text, so that char, word and BPE models compare)
+        "bits_per_char": loss * ids.size / (len(text) * math.log(2)), "wall_time_s": time.perf_counter() - t0,
     }
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in result.items()},
                          ensure_ascii=False), flush=True)
     else:
         unk = f" ({unknown:,} unknown, {100.0 * unknown / ids.size:.2f}%)" if unknown else ""
+        unit = {"char": "character", "word": "word"}.get(tok.level, "token")
+        per_char = "" if tok.level == "char" else f" ({result['bits_per_char']:.4f} bits per character)"
         print(f"{args.corpus}: perplexity {result['perplexity']:.4f}, {result['bits_per_token']:.4f} bits per "
-              f"{'character' if tok.level == 'char' else 'word'}, cross-entropy {loss:.4f} nats per token; "
+              f"{unit}{per_char}, cross-entropy {loss:.4f} nats per token; "
               f"{count:,} of {ids.size:,} tokens evaluated{unk} in {result['wall_time_s']:.2f}s")
     return EXIT_OK
 

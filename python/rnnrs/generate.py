@@ -257,6 +257,9 @@ class LyricGenerator:
         """The token generation starts from when a prefix has nothing in the vocabulary: the
         newline token if the vocabulary has one, else the most frequent token (else ``<unk>``)."""
         vocab = self.tokenizer.vocab
+        if self.tokenizer.level == "bpe":  # (byte-level tokens spell a newline "Ċ")
+            nl = self.tokenizer.encode("\n")
+            return int(nl[0]) if nl.size == 1 else 0
         if "\n" in vocab:
             return int(vocab["\n"])
         freqs = vocab.token_freqs
@@ -297,6 +300,9 @@ class LyricGenerator:
         for t in stop:
             if not isinstance(t, str):
                 raise TypeError(f"stop: expected tokens as str, got {_type_name(t)} {t!r}")
+            if t not in vocab and self.tokenizer.level == "bpe" and self.tokenizer.encode(t).size == 1:
+                ids.append(int(self.tokenizer.encode(t)[0]))  # (the text of one subword token)
+                continue
             if t not in vocab:
                 raise ValueError(f"stop: expected tokens of the model's vocabulary, got {t!r}")
             ids.append(int(vocab[t]))
@@ -322,8 +328,13 @@ class LyricGenerator:
             self.tokenizer.tokenize(prefix) else ""
 
     def _join(self, prefix: str, ids: np.ndarray) -> str:
-        """The text of ``ids`` as it continues ``prefix`` (with :meth:`_glue`)."""
-        return self._glue(prefix) + self.tokenizer.decode(ids) if ids.size else ""
+        """The text of ``ids`` as it continues ``prefix`` (with :meth:`_glue`). Subword tokens that
+        end inside a character are left out rather than shown broken."""
+        if not ids.size:
+            return ""
+        if self.tokenizer.level == "bpe":
+            return self.tokenizer.stream().step(ids)
+        return self._glue(prefix) + self.tokenizer.decode(ids)
 
     # --------------------------------------------------------------------------------- generation
     def generate(self, prefix: str, length: int = 100, temperature: float = 0.8, top_k: Optional[int] = None,
@@ -384,9 +395,14 @@ class LyricGenerator:
         yield prefix
         glue = self._glue(prefix)
         word = self.tokenizer.level == "word"
+        bpe = self.tokenizer.stream() if self.tokenizer.level == "bpe" else None
         while not sampler.done:
             (new, _), = sampler.advance(chunk_size)
-            if new.size:
+            if bpe is not None:  # (bytes of a character split over tokens wait for the rest)
+                piece = bpe.step(new) if new.size else ""
+                if piece:
+                    yield piece
+            elif new.size:
                 yield glue + self.tokenizer.decode(new)
                 glue = " " if word else ""
 

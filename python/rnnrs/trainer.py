@@ -46,8 +46,10 @@ from .checkpoint import (CHECKPOINT_FILE, MODEL_FILE, CheckpointError, load_chec
                          save_model)
 from .dataset import LMBatches, min_corpus_tokens, split_train_val
 from .generate import LyricGenerator, UnknownTokenWarning
+from .layers import INITS
 from .model import CELLS, LanguageModel
-from .tokenizer import CharTokenizer, WordTokenizer
+from .corpus import corpus_files, join_documents, split_documents
+from .tokenizer import CharTokenizer, WordTokenizer, _Tokenizer
 
 __all__ = ["TrainConfig", "Trainer", "TrainResult", "History", "ConfigError", "TrainingError", "StopTraining",
            "train", "read_corpus", "prepare_text", "evaluate_ids", "lr_schedule", "ConsoleLogger", "JsonLogger"]
@@ -91,9 +93,11 @@ class TrainConfig:
     """
 
     # data
-    corpus: Optional[str] = None
+    corpus: Optional[Any] = None  # a path, or a list of files and folders (see rnnrs.corpus)
     out: Optional[str] = None
-    level: str = "char"
+    level: str = "char"  # "char", "word" or "bpe"
+    tokenizer_file: Optional[str] = None  # bpe: a Hugging Face tokenizer.json instead of fitting one
+    bpe_vocab: Optional[int] = None  # bpe: the vocabulary to fit (default 2000)
     lower: bool = False
     letters_only: bool = False
     newlines_as_spaces: bool = False
@@ -108,10 +112,20 @@ class TrainConfig:
     layers: int = 2
     dropout: float = 0.1
     dtype: str = "float32"
+    init: str = "pytorch"
+    recurrent_init: Optional[str] = None
+    init_std: float = 0.01
+    forget_bias: Optional[float] = None
+    embed_dropout: float = 0.0
+    locked_dropout: float = 0.0
+    weight_drop: float = 0.0
+    tie_weights: bool = False
+    init_from: Optional[str] = None  # a model directory or file, or "builtin": fine-tune it
     # batches and run length
     seq_len: int = 64
     batch_size: int = 32
     sampling: str = "random"
+    window_offset: str = "random"
     epochs: Optional[int] = None
     steps: Optional[int] = None
     # optimizer and schedule
@@ -182,11 +196,38 @@ class TrainConfig:
                 fail(name, "True or False")
             setattr(self, name, bool(getattr(self, name)))
 
-        for name in ("corpus", "out", "sample_prefix"):
+        for name in ("out", "sample_prefix", "tokenizer_file", "init_from"):
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 fail(name, "a string or None")
-        choice("level", ("char", "word"))
+        if isinstance(self.corpus, (list, tuple)):
+            if not self.corpus or not all(isinstance(c, (str, os.PathLike)) for c in self.corpus):
+                fail("corpus", "a path, a non-empty list of paths, or None")
+            self.corpus = [os.fspath(c) for c in self.corpus]
+        elif self.corpus is not None and not isinstance(self.corpus, (str, os.PathLike)):
+            fail("corpus", "a path, a non-empty list of paths, or None")
+        choice("level", ("char", "word", "bpe"))
+        integer("bpe_vocab", 257, optional=True)
+        if self.level != "bpe" and (self.bpe_vocab is not None or self.tokenizer_file is not None):
+            which = "bpe_vocab" if self.bpe_vocab is not None else "tokenizer_file"
+            raise ConfigError(f"{which}: applies to level 'bpe' only, got level {self.level!r}")
+        if self.bpe_vocab is not None and self.tokenizer_file is not None:
+            raise ConfigError("bpe_vocab and tokenizer_file: expected at most one of them (a tokenizer file has "
+                              "its own vocabulary)")
+        choice("window_offset", ("random", "fixed"))
+        choice("init", INITS)
+        choice("recurrent_init", (None, *INITS))
+        real("init_std", 0.0, lo_open=True)
+        real("forget_bias", -math.inf, optional=True)
+        if self.forget_bias is not None and self.cell != "lstm":
+            raise ConfigError(f"forget_bias: applies to cell 'lstm' only (the forget gate), got cell {self.cell!r}")
+        for name in ("embed_dropout", "locked_dropout", "weight_drop"):
+            real(name, 0.0, 1.0)
+        boolean("tie_weights")
+        if self.tie_weights and self.embed is None and self.init_from is None:
+            raise ConfigError("tie_weights: expected a model with an embedding, got embed=None (one-hot inputs)")
+        if self.embed_dropout and self.embed is None and self.init_from is None:
+            raise ConfigError(f"embed_dropout: expected a model with an embedding, got embed=None (one-hot inputs)")
         choice("cell", tuple(CELLS))
         choice("dtype", ("float32", "float64"))
         choice("sampling", ("random", "sequential"))
@@ -248,8 +289,10 @@ class TrainConfig:
 
     def to_dict(self) -> Dict[str, Any]:
         d = dataclasses.asdict(self)
-        for k in ("corpus", "out"):
-            if d[k] is not None:
+        for k in ("corpus", "out", "tokenizer_file", "init_from"):
+            if isinstance(d[k], list):
+                d[k] = [os.fspath(x) for x in d[k]]
+            elif d[k] is not None:
                 d[k] = os.fspath(d[k])
         return d
 
@@ -271,7 +314,9 @@ class TrainConfig:
 FROZEN_FIELDS = ("level", "lower", "letters_only", "newlines_as_spaces", "max_chars", "min_freq", "max_vocab",
                  "val_fraction", "cell", "embed", "hidden", "layers", "dropout", "dtype", "seq_len",
                  "batch_size", "sampling", "optimizer", "momentum", "weight_decay", "schedule", "warmup",
-                 "min_lr", "decay_every", "decay_gamma", "seed")
+                 "min_lr", "decay_every", "decay_gamma", "seed", "tokenizer_file", "bpe_vocab", "init",
+                 "recurrent_init", "init_std", "forget_bias", "embed_dropout", "locked_dropout", "weight_drop",
+                 "tie_weights", "init_from", "window_offset")
 
 
 # ============================================================================================== data
@@ -318,6 +363,13 @@ def prepare_text(text: str, newlines_as_spaces: bool = False, max_chars: Optiona
 
 
 def make_tokenizer(config: TrainConfig) -> Any:
+    """A new tokenizer for ``config.level`` (``"bpe"``: Hugging Face tokenizers, the ``rnnrs[bpe]``
+    extra; from ``config.tokenizer_file`` when given, else to be fitted with ``bpe_vocab`` tokens)."""
+    if config.level == "bpe":
+        from .bpe import BPETokenizer
+        if config.tokenizer_file is not None:
+            return BPETokenizer.from_file(config.tokenizer_file, lower=config.lower, letters_only=config.letters_only)
+        return BPETokenizer(vocab_size=config.bpe_vocab or 2000, lower=config.lower, letters_only=config.letters_only)
     cls = CharTokenizer if config.level == "char" else WordTokenizer
     return cls(lower=config.lower, letters_only=config.letters_only)
 
@@ -671,12 +723,20 @@ class Trainer:
         if unknown:
             raise TypeError(f"unknown training options {sorted(unknown)}; see rnnrs.TrainConfig")
         self.config = dataclasses.replace(config, **overrides).validate()
+        # What the user chose (for init_from: the rest comes from the model): the overrides, and
+        # the fields of ``config`` that differ from the defaults.
+        defaults = TrainConfig()
+        self._given = set(overrides) | {f.name for f in dataclasses.fields(TrainConfig)
+                                        if getattr(config, f.name) != getattr(defaults, f.name)}
         if sum(x is not None for x in (text, ids, self.config.corpus)) > 1 and not (
                 self.config.resume and self.config.corpus is not None):
             raise ConfigError("data: expected one of text=, ids= or config.corpus, got more than one")
-        if tokenizer is not None and not isinstance(tokenizer, (CharTokenizer, WordTokenizer)):
-            raise TypeError(f"tokenizer: expected a fitted rnnrs CharTokenizer or WordTokenizer or None, got "
-                            f"{type(tokenizer).__name__}")
+        if tokenizer is not None and not isinstance(tokenizer, _Tokenizer):
+            raise TypeError(f"tokenizer: expected a fitted rnnrs CharTokenizer, WordTokenizer or BPETokenizer or "
+                            f"None, got {type(tokenizer).__name__}")
+        if tokenizer is not None and self.config.init_from is not None:
+            raise ConfigError("tokenizer and init_from: expected at most one of them (fine-tuning uses the model's "
+                              "tokenizer)")
         if tokenizer is not None and tokenizer.vocab is None:
             raise ConfigError(f"tokenizer: expected a fitted tokenizer (call fit(text) first), got {tokenizer!r}; "
                               "or pass none to fit one on the data")
@@ -750,16 +810,35 @@ class Trainer:
             except OSError as e:
                 raise ConfigError(f"out {out}: cannot create the directory: {e.strerror or e}") from None
             _remove_stale_temporaries(out)
+        init_model = None
         if ckpt is not None:
             self._check_resume_config(ckpt)
             self.tokenizer = ckpt.tokenizer if ckpt.tokenizer is not None else self.tokenizer
+        elif cfg.init_from is not None:
+            init_model = self._init_from()
+            cfg = self.config
         self._load_data()
         if ckpt is not None:
             self.model = ckpt.model
             self._restore(ckpt)
         else:
-            self.model = LanguageModel(self.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.cell, cfg.dropout,
-                                       cfg.seed, np.dtype(cfg.dtype))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always", UserWarning)
+                self.model = LanguageModel(
+                    self.vocab_size, cfg.embed, cfg.hidden, cfg.layers, cfg.cell, cfg.dropout, cfg.seed,
+                    np.dtype(cfg.dtype), init=cfg.init, recurrent_init=cfg.recurrent_init, init_std=cfg.init_std,
+                    forget_bias=cfg.forget_bias, tie_weights=cfg.tie_weights, embed_dropout=cfg.embed_dropout,
+                    locked_dropout=cfg.locked_dropout, weight_drop=cfg.weight_drop)
+            for w in caught:  # (dropout without effect on one layer): said once, in the run's log
+                self._warn(str(w.message), later=True)
+            if init_model is not None:
+                self.model.load_state_dict(init_model.state_dict())
+                unknown = int(np.count_nonzero(self.ids == 0)) if self.tokenizer.vocab.idx_to_token[0] == "<unk>" else 0
+                self.unknown_tokens = unknown
+                self._warn(f"fine-tuning {self._init_path}: {unknown:,} of {self.ids.size:,} tokens of the corpus "
+                           f"({100.0 * unknown / max(self.ids.size, 1):.2f}%) are not in the model's vocabulary and "
+                           "became <unk>" if unknown else f"fine-tuning {self._init_path}: every token of the corpus "
+                           "is in the model's vocabulary", later=True)
             self.model.set_optimizer(cfg.optimizer, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
             self.epoch, self.batch, self.step = 0, 0, 0
             self.carry: Any = None
@@ -770,6 +849,18 @@ class Trainer:
         self.total_steps = self._total_steps()
         self.lr_at = lr_schedule(cfg, self.total_steps)
         self._ready = True
+
+    def _init_from(self) -> LanguageModel:
+        """Load ``init_from`` and take its architecture and tokenizer into the config (fine-tuning)."""
+        from . import finetune
+        try:
+            model, tokenizer, info, path = finetune.load(self.config.init_from)
+            updates = finetune.settings(model, tokenizer, info, self.config, self._given, path)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        self.config = dataclasses.replace(self.config, **updates).validate()
+        self.tokenizer, self._init_path = tokenizer, path
+        return model
 
     def _check_resume_config(self, ckpt: Any) -> None:
         saved = _saved_config(ckpt.trainer, ckpt.path)
@@ -799,21 +890,41 @@ class Trainer:
                 raise ConfigError(f"ids: expected ids below the tokenizer's vocabulary size {vocab}, got {int(ids.max())}")
             source = None
         else:
+            names: List[str] = ["text"]
             if self.text is not None:
-                text, source = self.text, None
+                texts, source = [self.text], None
             elif cfg.corpus is not None:
-                text, source = read_corpus(cfg.corpus), os.fspath(cfg.corpus)
+                try:
+                    names = corpus_files(cfg.corpus)
+                except (TypeError, ValueError) as e:
+                    raise ConfigError(str(e)) from None
+                texts = [read_corpus(f) for f in names]
+                source = names[0] if len(names) == 1 else names
             else:
                 raise ConfigError("data: expected text=, ids= or a corpus file (config.corpus / --corpus), got none")
-            text = prepare_text(text, cfg.newlines_as_spaces, cfg.max_chars)
+            if len(texts) == 1:
+                texts = [prepare_text(texts[0], cfg.newlines_as_spaces, cfg.max_chars)]
+            else:
+                texts = [prepare_text(t, cfg.newlines_as_spaces) for t in texts]
+            text = join_documents(texts)
             if not text:
                 raise ConfigError("corpus: expected some text, got an empty string")
             if self.tokenizer is None:
                 try:
-                    self.tokenizer = make_tokenizer(cfg).fit(text, min_freq=cfg.min_freq, max_size=cfg.max_vocab)
+                    tok = make_tokenizer(cfg)
+                    self.tokenizer = tok if tok.vocab is not None else tok.fit(
+                        text, min_freq=cfg.min_freq, max_size=cfg.max_vocab)
                 except ValueError as e:
                     raise ConfigError(f"corpus: {e}") from None
-            ids = self.tokenizer.encode(text)
+            if len(texts) > 1:
+                try:
+                    ids, joined_train, joined_val = split_documents(texts, self.tokenizer.encode, cfg.val_fraction, names)
+                except ValueError as e:
+                    raise ConfigError(f"corpus too short for validation: {e}; use --val-fraction 0 for none") from None
+                self._document_split = (joined_train, joined_val)
+            else:
+                ids = self.tokenizer.encode(text)
+            self.chars = len(text)
             vocab = len(self.tokenizer.vocab)
         self.vocab_size = vocab
         self.source = source
@@ -824,7 +935,8 @@ class Trainer:
                               f"seq_len {cfg.seq_len} needs (batch_size + 1) * seq_len = {need:,}; use a longer corpus "
                               "or a smaller --batch-size/--seq-len")
         try:
-            train_ids, val_ids = split_train_val(ids, cfg.val_fraction, min_tokens=2)
+            train_ids, val_ids = getattr(self, "_document_split", None) or split_train_val(
+                ids, cfg.val_fraction, min_tokens=2)
         except ValueError as e:
             raise ConfigError(f"corpus too short for validation: {e}; use --val-fraction 0 for none") from None
         if train_ids.size < need:
@@ -833,7 +945,7 @@ class Trainer:
                               f"batch_size {cfg.batch_size} x seq_len {cfg.seq_len} needs (batch_size + 1) * seq_len"
                               f" = {need:,}; use a longer corpus or a smaller --batch-size/--seq-len")
         self.ids, self.train_ids, self.val_ids = ids, train_ids, val_ids
-        self.batches = LMBatches(train_ids, cfg.batch_size, cfg.seq_len, cfg.sampling, cfg.seed)
+        self.batches = LMBatches(train_ids, cfg.batch_size, cfg.seq_len, cfg.sampling, cfg.seed, cfg.window_offset)
 
     def _restore(self, ckpt: Any) -> None:
         t = ckpt.trainer
@@ -1172,7 +1284,10 @@ class Trainer:
     def _trainer_state(self, finished: bool, status: Optional[str]) -> Dict[str, Any]:
         cfg = self.config.to_dict()
         if cfg.get("corpus"):  # so that a resume from another working directory finds it
-            cfg["corpus"] = os.path.abspath(cfg["corpus"])
+            c = cfg["corpus"]
+            cfg["corpus"] = [os.path.abspath(x) for x in c] if isinstance(c, list) else os.path.abspath(c)
+        if cfg.get("init_from") and cfg["init_from"] != "builtin":
+            cfg["init_from"] = os.path.abspath(cfg["init_from"])
         return {
             "train_config": cfg,
             "rnnrs_version": _rnnrs.__version__,
@@ -1193,8 +1308,11 @@ class Trainer:
         cfg = self.config.to_dict()
         for k in ("out", "resume", "overwrite", "json", "quiet"):
             cfg.pop(k, None)
-        if cfg.get("corpus"):
-            cfg["corpus"] = os.path.basename(cfg["corpus"])
+        c = cfg.get("corpus")
+        if c:  # (file names only: a model file does not reveal where its corpus lived)
+            cfg["corpus"] = [os.path.basename(x) for x in c] if isinstance(c, list) else os.path.basename(c)
+        if cfg.get("init_from") and cfg["init_from"] != "builtin":
+            cfg["init_from"] = os.path.basename(os.path.normpath(cfg["init_from"]))
         last_val = self.history.val[-1] if self.history.val else {}
         return {"trained_by": "rnnrs train", "rnnrs_version": _rnnrs.__version__, "step": self.step,
                 "epoch": self.epoch, "best": best, "val_ppl": last_val.get("val_ppl"),
@@ -1302,8 +1420,9 @@ class Trainer:
 
     def _plot_title(self) -> str:
         m = self.model
+        src = self.source if not isinstance(self.source, list) else f"{len(self.source)} files"
         return (f"{self.config.level}-level {m.cell.upper()}, {m.num_layers} x {m.hidden_size}"
-                + (f" — {os.path.basename(self.source)}" if self.source else ""))
+                + (f" — {os.path.basename(src)}" if src else ""))
 
     def _emit_start(self) -> None:
         cfg, m = self.config, self.model
