@@ -289,6 +289,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 # module whose extra is missing raises ImportError naming the ``pip install`` to run.
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "generate": (".generate", "generate text with a trained (or the built-in) model"),
+    "serve": (".serve", "serve a model over an OpenAI-compatible HTTP API with a web page"),
 }
 
 
