@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--max-batch", type=_positive, metavar="N", default=32,
                    help="most sequences sampled together; more wait in a queue (default 32)")
     p.add_argument("--max-tokens", type=_positive, metavar="N", default=2000,
-                   help="most tokens of prompt + completion per choice (default 2000)")
+                   help="most tokens of a completion (max_tokens) and of a prompt (default 2000)")
     p.add_argument("--max-queue", type=_positive, metavar="N", default=256,
                    help="most sequences waiting for a slot; beyond it requests get 503 (default 256)")
     p.add_argument("--api-key", metavar="KEY", default=os.environ.get("RNNRS_API_KEY"),

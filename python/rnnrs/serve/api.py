@@ -154,8 +154,8 @@ class Completion:
 
 def parse_completion(body: Any, gen: Any, model_id: str, max_tokens: int) -> Completion:
     """Check a ``POST /v1/completions`` body for the generator ``gen`` (a
-    :class:`rnnrs.LyricGenerator`) served as ``model_id`` with at most ``max_tokens`` tokens of
-    prompt + completion per choice. Raises :class:`APIError` naming the field."""
+    :class:`rnnrs.LyricGenerator`) served as ``model_id``, with at most ``max_tokens`` tokens
+    in a prompt and in a completion. Raises :class:`APIError` naming the field."""
     if not isinstance(body, dict):
         raise APIError(400, f"expected a JSON object as the request body, got {_kind(body)}", code="invalid_body")
     unknown = sorted(set(body) - FIELDS)
@@ -218,12 +218,10 @@ def parse_completion(body: Any, gen: Any, model_id: str, max_tokens: int) -> Com
     prefixes = []
     for i, p in enumerate(prompts):
         ids, _dropped = gen.encode_prefix(p)
-        if ids.size + length > max_tokens:
-            raise APIError(400, f"This model's maximum context length is {max_tokens} tokens, however you "
-                                f"requested {ids.size + length} tokens ({ids.size} in your prompt"
-                                f"{f' {i}' if len(prompts) > 1 else ''}; {length} for the completion). Please "
-                                "reduce your prompt or completion length.", param="prompt",
-                           code="context_length_exceeded")
+        if ids.size > max_tokens:
+            which = f"prompt {i}" if len(prompts) > 1 else "the prompt"
+            raise APIError(400, f"prompt: {which} has {ids.size} tokens, more than this server's limit of {max_tokens} "
+                                "(--max-tokens)", param="prompt", code="context_length_exceeded")
         prefixes.append(ids)
     options = dict(length=length, temperature=temperature, top_k=top_k, top_p=None if top_p == 1.0 else top_p,
                    repetition_penalty=penalty, banned_tokens=banned)

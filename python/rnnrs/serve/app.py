@@ -38,8 +38,7 @@ def _error(e: APIError, headers: Optional[Dict[str, str]] = None) -> JSONRespons
 def create_app(gen: Any, model_id: str, max_batch: int = 32, max_tokens: int = 2000, api_key: Optional[str] = None,
                max_queue: int = 256, engine: Optional[Engine] = None) -> FastAPI:
     """The server for ``gen`` (an :class:`rnnrs.LyricGenerator`) as ``model_id``: at most
-    ``max_batch`` sequences sampled together, ``max_tokens`` tokens of prompt + completion per
-    choice, ``max_queue`` sequences waiting; ``api_key``: required as ``Authorization: Bearer KEY``
+    ``max_batch`` sequences sampled together, ``max_tokens`` tokens per prompt and per completion, ``max_queue`` sequences waiting; ``api_key``: required as ``Authorization: Bearer KEY``
     on ``/v1/*`` and ``/metrics``. The app's ``state.engine`` is its :class:`Engine` (stopped at
     shutdown)."""
     eng = engine if engine is not None else Engine(gen.model, max_batch=max_batch, max_queue=max_queue)
