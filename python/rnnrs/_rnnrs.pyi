@@ -333,10 +333,11 @@ class ContinuousSampler:
         bad option or prefix, or a full sampler."""
     def remove(self, id: int) -> bool:
         """Drop sequence ``id``; False if it is not in the sampler."""
-    def step(self) -> list[_SeqStep]:
-        """One step of every sequence: for each that picked a token or finished, ``(id, token,
-        logprob, top, finished, stopped, nonfinite)``; ``top`` is ``[(token, logprob)]`` most
-        probable first. Finished sequences have left the sampler."""
+    def step(self, steps: int = 1) -> list[_SeqStep]:
+        """``steps`` steps of every sequence (fewer if the sampler empties), the GIL released: in
+        order, for each sequence that picked a token or finished, ``(id, token, logprob, top,
+        finished, stopped, nonfinite)``; ``top`` is ``[(token, logprob)]`` most probable first.
+        Finished sequences have left the sampler."""
     def __len__(self) -> int: ...
     @property
     def capacity(self) -> int:
@@ -344,6 +345,9 @@ class ContinuousSampler:
     @property
     def ids(self) -> list[int]:
         """Ids of the sequences in the sampler."""
+    @property
+    def last_sizes(self) -> list[int]:
+        """The number of sequences stepped at each step of the last :meth:`step` call."""
 
 @final
 class SeqModel:

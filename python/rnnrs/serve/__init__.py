@@ -17,6 +17,8 @@ __all__ = ["add_arguments", "run", "create_app", "load_generator"]
 
 EXIT_OK, EXIT_USAGE = 0, 2
 INSTALL_HINT = "pip install 'rnnrs[serve]'"
+#: ``sys.setswitchinterval`` of the server process (seconds).
+SWITCH_INTERVAL = 0.001
 
 
 def _port(text: str) -> int:
@@ -90,6 +92,9 @@ def run(args: argparse.Namespace) -> int:
         return _error(str(e))
     app = app_module.create_app(gen, model_id, max_batch=args.max_batch, max_tokens=args.max_tokens,
                                 api_key=args.api_key, max_queue=args.max_queue)
+    # The sampler's thread takes the GIL back after every call: let it wait 1 ms, not Python's
+    # default 5, behind the event loop (measured: 1.7x the tokens/s of 16-32 streams).
+    sys.setswitchinterval(SWITCH_INTERVAL)
     host = f"[{args.host}]" if ":" in args.host else args.host
     print(f"rnnrs serve: {model_id} on http://{host}:{args.port} (page at /, API at /v1; Ctrl-C to stop)",
           file=sys.stderr, flush=True)

@@ -3,7 +3,7 @@
 
 Requests submit :class:`Sequence` objects (one per choice); the worker adds waiting sequences to
 the sampler between steps while it has room, removes cancelled ones (a client that went away), runs
-one step with the GIL released and hands every sequence its new token on the asyncio event loop of
+a few steps with the GIL released (one while anyone waits to join) and hands every sequence its new token on the asyncio event loop of
 its request (one ``call_soon_threadsafe`` per loop and step). The event loop never waits for the
 sampler; a step never waits for the event loop. No FastAPI here: this module is plain Python.
 """
@@ -57,7 +57,7 @@ class Metrics:
         self.requests: Dict[Tuple[str, int], int] = collections.Counter()
         self.prompt_tokens = 0
         self.completion_tokens = 0
-        self.steps = 0
+        self.nsteps = 0
         self.step_seconds = 0.0
         self.batch = [0] * len(BATCH_BUCKETS)
         self.batch_sum = 0
@@ -70,15 +70,17 @@ class Metrics:
         with self._lock:
             self.prompt_tokens += tokens
 
-    def step(self, sequences: int, tokens: int, seconds: float) -> None:
+    def steps(self, sizes: List[int], tokens: int, seconds: float) -> None:
+        """Record sampler steps of ``sizes`` sequences each, which made ``tokens`` in ``seconds``."""
         with self._lock:
-            self.steps += 1
             self.step_seconds += seconds
             self.completion_tokens += tokens
-            self.batch_sum += sequences
-            for i, le in enumerate(BATCH_BUCKETS):
-                if sequences <= le:
-                    self.batch[i] += 1
+            for sequences in sizes:
+                self.nsteps += 1
+                self.batch_sum += sequences
+                for i, le in enumerate(BATCH_BUCKETS):
+                    if sequences <= le:
+                        self.batch[i] += 1
 
     def render(self, queued: int, active: int, capacity: int) -> str:
         with self._lock:
@@ -113,9 +115,9 @@ class Metrics:
             for le, n in zip(BATCH_BUCKETS, self.batch):
                 lines.append(f'rnnrs_batch_sequences_bucket{{le="{le}"}} {n}')
             lines += [
-                f'rnnrs_batch_sequences_bucket{{le="+Inf"}} {self.steps}',
+                f'rnnrs_batch_sequences_bucket{{le="+Inf"}} {self.nsteps}',
                 f"rnnrs_batch_sequences_sum {self.batch_sum}",
-                f"rnnrs_batch_sequences_count {self.steps}",
+                f"rnnrs_batch_sequences_count {self.nsteps}",
             ]
         return "\n".join(lines) + "\n"
 
@@ -124,12 +126,13 @@ class Engine:
     """The worker thread and its sampler for ``model`` (an :class:`rnnrs.LanguageModel`):
     at most ``max_batch`` sequences stepped together, at most ``max_queue`` waiting."""
 
-    def __init__(self, model: Any, max_batch: int = 32, max_queue: int = 256) -> None:
+    def __init__(self, model: Any, max_batch: int = 32, max_queue: int = 256, steps_per_call: int = 4) -> None:
         if max_batch < 1 or max_queue < 0:
             raise ValueError(f"max_batch: expected >= 1 and max_queue >= 0, got {max_batch} and {max_queue}")
         self.sampler = _rnnrs.ContinuousSampler(model._core, max_batch)
         self.max_batch = max_batch
         self.max_queue = max_queue
+        self.steps_per_call = steps_per_call
         self.metrics = Metrics()
         self._pending: Deque[Sequence] = collections.deque()
         self._active: Dict[int, Sequence] = {}
@@ -205,10 +208,11 @@ class Engine:
                     continue
                 active[s.sid] = s
             if active:
-                n = len(sampler)
                 t0 = time.perf_counter()
                 try:
-                    events = sampler.step()
+                    # Several steps per call when nobody waits to join (each call hands the GIL
+                    # back and forth once); one when someone does, so that they join at once.
+                    events = sampler.step(1 if self._pending else self.steps_per_call)
                 except Exception as e:  # (a model changed under the server: fail its requests, keep serving)
                     for sid, s in list(active.items()):
                         sampler.remove(sid)
@@ -227,7 +231,7 @@ class Engine:
                     else:
                         item = (s.index, token, logprob, top, finished)
                     deliveries.setdefault(s.loop, []).append((s.queue, item))
-                self.metrics.step(n, tokens, time.perf_counter() - t0)
+                self.metrics.steps(sampler.last_sizes, tokens, time.perf_counter() - t0)
             for loop, items in deliveries.items():
                 try:
                     loop.call_soon_threadsafe(_deliver, items)

@@ -261,6 +261,8 @@ type SeqStep = (u64, Option<i64>, Option<f64>, Vec<(i64, f64)>, bool, bool, bool
 pub struct ContinuousSampler {
     model: Py<LanguageModel>,
     inner: ContinuousInner,
+    /// Sequences stepped at each step of the last `step` call.
+    last_sizes: Vec<usize>,
 }
 
 #[pymethods]
@@ -277,7 +279,7 @@ impl ContinuousSampler {
                 ContinuousInner::F64(rnnrs::ContinuousSampler::new(&l.model, capacity, w).map_err(crate::convert::to_py)?)
             }
         };
-        Ok(ContinuousSampler { model: model.clone().unbind(), inner })
+        Ok(ContinuousSampler { model: model.clone().unbind(), inner, last_sizes: Vec::new() })
     }
 
     /// Add a sequence continuing `prefix` (1-D int64 ids) from `seed`, with its own options (as
@@ -321,14 +323,35 @@ impl ContinuousSampler {
         }
     }
 
-    /// One step of every sequence (GIL released). Returns, for every sequence that picked a token
-    /// or finished, `(id, token, logprob, top, finished, stopped, nonfinite)`: `top` lists
-    /// `(token, logprob)` most probable first; finished sequences have left the sampler.
-    fn step(&mut self, py: Python<'_>) -> PyResult<Vec<SeqStep>> {
+    /// `steps` steps (default 1; fewer if the sampler empties) of every sequence, with the GIL
+    /// released throughout (several steps per call save handing the GIL back and forth). Returns,
+    /// in order, for every sequence that picked a token or finished at each step, `(id, token,
+    /// logprob, top, finished, stopped, nonfinite)`: `top` lists `(token, logprob)` most probable
+    /// first; finished sequences have left the sampler.
+    #[pyo3(signature = (steps=1))]
+    fn step(&mut self, py: Python<'_>, steps: usize) -> PyResult<Vec<SeqStep>> {
+        fn run<F: rnnrs::Element>(
+            s: &mut rnnrs::ContinuousSampler<F>,
+            m: &rnnrs::LanguageModel<F>,
+            steps: usize,
+            sizes: &mut Vec<usize>,
+        ) -> rnnrs::Result<Vec<rnnrs::SequenceStep>> {
+            let mut out = Vec::new();
+            for _ in 0..steps {
+                if s.is_empty() {
+                    break;
+                }
+                sizes.push(s.len());
+                out.extend(s.step(m)?);
+            }
+            Ok(out)
+        }
+        let sizes = &mut self.last_sizes;
+        sizes.clear();
         let model = busy(self.model.bind(py).try_borrow())?;
         let events = match (&model.inner, &mut self.inner) {
-            (LmInner::F32(l), ContinuousInner::F32(s)) => detached(py, || s.step(&l.model))?,
-            (LmInner::F64(l), ContinuousInner::F64(s)) => detached(py, || s.step(&l.model))?,
+            (LmInner::F32(l), ContinuousInner::F32(s)) => detached(py, || run(s, &l.model, steps, sizes))?,
+            (LmInner::F64(l), ContinuousInner::F64(s)) => detached(py, || run(s, &l.model, steps, sizes))?,
             _ => return Err(PyValueError::new_err("ContinuousSampler: the model's dtype changed since the sampler was created")),
         };
         Ok(events
@@ -354,6 +377,12 @@ impl ContinuousSampler {
             ContinuousInner::F32(s) => s.capacity(),
             ContinuousInner::F64(s) => s.capacity(),
         }
+    }
+
+    /// The number of sequences stepped at each step of the last `step` call.
+    #[getter]
+    fn last_sizes(&self) -> Vec<usize> {
+        self.last_sizes.clone()
     }
 
     /// Ids of the sequences in the sampler.
