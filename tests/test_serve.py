@@ -386,6 +386,7 @@ BAD = [
     ({"prompt": "明月", "repetition_penalty": 0}, 400, "repetition_penalty"),
     ({"prompt": "明月", "ban": ["not a token"]}, 400, "ban"),
     ({"prompt": "明月", "ban": "明"}, 200, None),
+    ({"prompt": "明月", "max_tokens": 0}, 200, None),
     ({"prompt": "明月", "frobnicate": 1}, 400, "frobnicate"),
     ({"prompt": "明" * 2001, "max_tokens": 16}, 400, "prompt"),
     ({"prompt": ["明月", "明" * 2001]}, 400, "prompt"),
@@ -406,6 +407,8 @@ def test_bad_fields(server, body, status, param):
     r = httpx.post(server + "/v1/completions", json=body, timeout=60)
     if status == 200:
         assert r.status_code == 200, r.text
+        want = body.get("max_tokens", 16)
+        assert r.json()["usage"]["completion_tokens"] == want and r.json()["choices"][0]["finish_reason"] == "length"
         return
     e = error_of(r, status)
     if param is not None:
@@ -541,3 +544,45 @@ def test_cli_serve_errors_and_lazy_imports():
     r = subprocess.run([sys.executable, "-m", "rnnrs", "serve", "--max-batch", "0"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "--max-batch" in r.stderr
+
+
+def test_engine_survives_a_failing_step(gen):
+    """A sampler step that raises fails the running requests with a message; the next ones are served."""
+    from rnnrs.serve.engine import Engine, Sequence
+
+    class Flaky:
+        def __init__(self, inner):
+            self.inner, self.fail = inner, True
+
+        def step(self, steps=1):
+            if self.fail:
+                self.fail = False
+                raise RuntimeError("boom")
+            return self.inner.step(steps)
+
+        def __getattr__(self, name):
+            return getattr(self.inner, name)
+
+    eng = Engine(gen.model, max_batch=4)
+    eng.sampler = Flaky(eng.sampler)
+    ids, _ = gen.encode_prefix("明月")
+
+    async def run():
+        loop = asyncio.get_running_loop()
+        out = []
+        for k in range(2):
+            q = asyncio.Queue()
+            eng.submit([Sequence(0, ids, 3, dict(length=5, banned_tokens=gen._banned_ids()), 0, loop, q)])
+            items = []
+            while not items or not items[-1][4]:
+                items.append(await asyncio.wait_for(q.get(), 30))
+            out.append(items)
+        return out
+
+    try:
+        failed, ok = asyncio.run(run())
+    finally:
+        eng.close()
+    assert failed[-1][1] is None and "boom" in failed[-1][2]
+    assert [i[1] for i in ok] == \
+        _rnnrs.sample(gen.model._core, [ids], [3], 5, banned_tokens=gen._banned_ids())[0][0].tolist()

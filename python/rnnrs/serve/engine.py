@@ -183,62 +183,86 @@ class Engine:
 
     # -------------------------------------------------------------------------- worker side
     def _run(self) -> None:
-        sampler, active = self.sampler, self._active
         while True:
-            with self._cond:
-                while not self._stop and not self._pending and not active:
-                    self._cond.wait()
-                if self._stop:
+            try:
+                if not self._iteration():
                     return
-                joins: List[Sequence] = []
-                while self._pending and len(active) + len(joins) < self.max_batch:
-                    joins.append(self._pending.popleft())
-            deliveries: Dict[asyncio.AbstractEventLoop, List[Tuple[Any, Any]]] = {}
-            for sid, s in list(active.items()):
-                if s.cancelled:
-                    sampler.remove(sid)
-                    del active[sid]
-            for s in joins:
-                if s.cancelled:
+            except Exception as e:  # (a bug: fail the running requests, keep serving the next ones)
+                self._fail_all(f"internal error in the sampler loop: {type(e).__name__}: {e}")
+
+    def _fail_all(self, message: str) -> None:
+        deliveries: Dict[asyncio.AbstractEventLoop, List[Tuple[Sequence, Any]]] = {}
+        for sid, s in list(self._active.items()):
+            try:
+                self.sampler.remove(sid)
+            except Exception:
+                pass
+            deliveries.setdefault(s.loop, []).append((s, (s.index, None, message, None, True)))
+        self._active.clear()
+        _send(deliveries)
+
+    def _iteration(self) -> bool:
+        """Join, drop, step, deliver; False when the engine is closed."""
+        sampler, active = self.sampler, self._active
+        with self._cond:
+            while not self._stop and not self._pending and not active:
+                self._cond.wait()
+            if self._stop:
+                return False
+            joins: List[Sequence] = []
+            while self._pending and len(active) + len(joins) < self.max_batch:
+                joins.append(self._pending.popleft())
+        deliveries: Dict[asyncio.AbstractEventLoop, List[Tuple[Sequence, Any]]] = {}
+        for sid, s in list(active.items()):
+            if s.cancelled:
+                sampler.remove(sid)
+                del active[sid]
+        for s in joins:
+            if s.cancelled:
+                continue
+            try:
+                s.sid = sampler.add(s.prefix, s.seed, top_logprobs=s.top_logprobs, **s.options)
+            except (TypeError, ValueError, OverflowError) as e:
+                deliveries.setdefault(s.loop, []).append((s, (s.index, None, str(e), None, True)))
+                continue
+            active[s.sid] = s
+        if active:
+            t0 = time.perf_counter()
+            try:
+                # Several steps per call when nobody waits to join (each call hands the GIL
+                # back and forth once); one when someone does, so that they join at once.
+                events = sampler.step(1 if self._pending else self.steps_per_call)
+            except Exception as e:  # (e.g. a model changed under the server: fail its requests, keep serving)
+                _send(deliveries)
+                self._fail_all(str(e))
+                return True
+            tokens = 0
+            for sid, token, logprob, top, finished, _stopped, nonfinite in events:
+                s = active.pop(sid) if finished else active.get(sid)
+                if token is not None:
+                    tokens += 1
+                if s is None or s.cancelled:
                     continue
-                try:
-                    s.sid = sampler.add(s.prefix, s.seed, top_logprobs=s.top_logprobs, **s.options)
-                except (TypeError, ValueError, OverflowError) as e:
-                    deliveries.setdefault(s.loop, []).append((s.queue, (s.index, None, str(e), None, True)))
-                    continue
-                active[s.sid] = s
-            if active:
-                t0 = time.perf_counter()
-                try:
-                    # Several steps per call when nobody waits to join (each call hands the GIL
-                    # back and forth once); one when someone does, so that they join at once.
-                    events = sampler.step(1 if self._pending else self.steps_per_call)
-                except Exception as e:  # (a model changed under the server: fail its requests, keep serving)
-                    for sid, s in list(active.items()):
-                        sampler.remove(sid)
-                        deliveries.setdefault(s.loop, []).append((s.queue, (s.index, None, str(e), None, True)))
-                    active.clear()
-                    events = []
-                tokens = 0
-                for sid, token, logprob, top, finished, _stopped, nonfinite in events:
-                    s = active.pop(sid) if finished else active.get(sid)
-                    if token is not None:
-                        tokens += 1
-                    if s is None or s.cancelled:
-                        continue
-                    if nonfinite:
-                        item = (s.index, None, "the model produced a NaN or infinite logit", None, True)
-                    else:
-                        item = (s.index, token, logprob, top, finished)
-                    deliveries.setdefault(s.loop, []).append((s.queue, item))
-                self.metrics.steps(sampler.last_sizes, tokens, time.perf_counter() - t0)
-            for loop, items in deliveries.items():
-                try:
-                    loop.call_soon_threadsafe(_deliver, items)
-                except RuntimeError:  # the loop is closed: nobody is listening any more
-                    self.cancel([s for s in active.values() if s.loop is loop])
+                if nonfinite:
+                    item = (s.index, None, "the model produced a NaN or infinite logit", None, True)
+                else:
+                    item = (s.index, token, logprob, top, finished)
+                deliveries.setdefault(s.loop, []).append((s, item))
+            self.metrics.steps(sampler.last_sizes, tokens, time.perf_counter() - t0)
+        _send(deliveries)
+        return True
 
 
-def _deliver(items: List[Tuple["asyncio.Queue[Any]", Any]]) -> None:
-    for queue, item in items:
-        queue.put_nowait(item)
+def _send(deliveries: Dict[asyncio.AbstractEventLoop, List[Tuple[Sequence, Any]]]) -> None:
+    """Hand items to their sequences' queues on their event loops (one call per loop)."""
+    for loop, items in deliveries.items():
+        try:
+            loop.call_soon_threadsafe(_deliver, items)
+        except RuntimeError:  # the loop is closed: nobody is listening any more
+            for s, _ in items:
+                s.cancelled = True
+
+
+def _deliver(items: List[Tuple[Sequence, Any]]) -> None:
+    for s, item in items:
+        s.queue.put_nowait(item)
