@@ -544,6 +544,10 @@ def test_cli_serve_errors_and_lazy_imports():
     r = subprocess.run([sys.executable, "-m", "rnnrs", "serve", "--max-batch", "0"], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 2 and "--max-batch" in r.stderr
+    # Without FastAPI: one line saying what to install.
+    code = "import sys; sys.modules['fastapi'] = None; from rnnrs.cli import main; sys.exit(main(['serve']))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "pip install 'rnnrs[serve]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_engine_survives_a_failing_step(gen):

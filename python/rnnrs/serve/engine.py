@@ -238,16 +238,17 @@ class Engine:
                 return True
             tokens = 0
             for sid, token, logprob, top, finished, _stopped, nonfinite in events:
-                s = active.pop(sid) if finished else active.get(sid)
+                seq = active.pop(sid) if finished else active.get(sid)
                 if token is not None:
                     tokens += 1
-                if s is None or s.cancelled:
+                if seq is None or seq.cancelled:
                     continue
+                item: Tuple[Any, ...]
                 if nonfinite:
-                    item = (s.index, None, "the model produced a NaN or infinite logit", None, True)
+                    item = (seq.index, None, "the model produced a NaN or infinite logit", None, True)
                 else:
-                    item = (s.index, token, logprob, top, finished)
-                deliveries.setdefault(s.loop, []).append((s, item))
+                    item = (seq.index, token, logprob, top, finished)
+                deliveries.setdefault(seq.loop, []).append((seq, item))
             self.metrics.steps(sampler.last_sizes, tokens, time.perf_counter() - t0)
         _send(deliveries)
         return True
