@@ -323,3 +323,23 @@ def test_split_train_val_too_small():
         ds.split_train_val(np.arange(10.0), 0.1)
     with pytest.raises(ValueError, match="non-negative"):
         ds.split_train_val(np.array([3, -1, 2, 2]), 0.0)
+
+
+def test_fixed_window_offset_cuts_at_multiples_of_seq_len():
+    from rnnrs.dataset import LMBatches, WINDOW_OFFSETS, random_batches, sequential_batches
+    ids = np.arange(1000, dtype=np.int64)
+    assert WINDOW_OFFSETS == ("random", "fixed")
+    for epoch in range(4):
+        for X, Y in random_batches(ids, 4, 7, 3, epoch, window_offset="fixed"):
+            assert (X[:, 0] % 7 == 0).all() and (Y == X + 1).all()
+        first = next(sequential_batches(ids, 4, 7, 3, epoch, window_offset="fixed"))[0]
+        assert first[0, 0] == 0
+    # the random default still moves the windows between epochs
+    starts = {int(next(random_batches(ids, 4, 7, 3, e))[0][0, 0]) % 7 for e in range(8)}
+    assert len(starts) > 1
+    b = LMBatches(ids, 4, 7, "random", 3, window_offset="fixed")
+    assert b.window_offset == "fixed" and b.num_batches(0) == (1000 - 1) // 7 // 4
+    assert [x.tolist() for x, _ in b.epoch_batches(1, start=2)] == \
+        [x.tolist() for x, _ in random_batches(ids, 4, 7, 3, 1, window_offset="fixed")][2:]
+    with pytest.raises(ValueError, match="window_offset: expected one of"):
+        LMBatches(ids, 4, 7, window_offset="zero")

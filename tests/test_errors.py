@@ -740,7 +740,7 @@ TOKENIZER_FILE_CASES = [
     ("deeply nested", lambda p: tokenizer_from_json("[" * 100_000 + "]" * 100_000), ValueError, r"tokenizer JSON is nested too deeply"),
     ("wrong format", lambda p: tokenizer_from_json(_tok_json(format="bpe")), ValueError, r"tokenizer JSON has format 'bpe', expected 'rnnrs-tokenizer'"),
     ("wrong version", lambda p: tokenizer_from_json(_tok_json(version=2)), ValueError, r"tokenizer JSON has unsupported version 2, expected 1"),
-    ("wrong level", lambda p: tokenizer_from_json(_tok_json(level="byte")), ValueError, r"tokenizer JSON has level 'byte', expected one of \['char', 'word'\]"),
+    ("wrong level", lambda p: tokenizer_from_json(_tok_json(level="byte")), ValueError, r"tokenizer JSON has level 'byte', expected one of \['bpe', 'char', 'word'\]"),
     ("lower not bool", lambda p: tokenizer_from_json(_tok_json(lower="no")), ValueError, r"tokenizer JSON field 'lower' must be true or false, got 'no'"),
     ("vocab junk", lambda p: tokenizer_from_json(_tok_json(vocab={"format": "x"})), ValueError, r"vocab JSON has format 'x', expected 'rnnrs-vocab'"),
     ("Vocab.from_dict list", lambda p: Vocab.from_dict([]), ValueError, r"vocab JSON must be an object, got list"),

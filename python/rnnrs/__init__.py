@@ -11,12 +11,13 @@ from .dataset import LMBatches, random_batches, sequential_batches, split_train_
 from ._rnnrs import NonFiniteError, get_num_threads, set_num_threads
 from .generate import LyricGenerator, UnknownTokenWarning
 from .layers import GRU, LSTM, RNN
+from .cells import GRUCell, LSTMCell, RNNCell
 from .checkpoint import CheckpointError, load_checkpoint
 from .model import LanguageModel
 from .tokenizer import CharTokenizer, Vocab, WordTokenizer, load_tokenizer
 
 if TYPE_CHECKING:
-    from . import interop, keras
+    from . import interop, keras, tune
     from .keras import Sequential
     from .trainer import StopTraining, TrainConfig, Trainer, TrainResult, train
 
@@ -28,6 +29,7 @@ _LAZY = {
     "interop": ("interop", None), "keras": ("keras", None), "Sequential": ("keras", "Sequential"),
     "train": ("trainer", "train"), "Trainer": ("trainer", "Trainer"), "TrainConfig": ("trainer", "TrainConfig"),
     "TrainResult": ("trainer", "TrainResult"), "StopTraining": ("trainer", "StopTraining"),
+    "tune": ("tune", None),  # Ray Tune sweeps; Ray itself is imported only when a sweep runs
 }
 
 
@@ -49,6 +51,9 @@ __all__ = [
     "RNN",
     "GRU",
     "LSTM",
+    "RNNCell",
+    "GRUCell",
+    "LSTMCell",
     "LanguageModel",
     "LyricGenerator",
     "UnknownTokenWarning",
@@ -65,6 +70,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "StopTraining",
+    "tune",
     "CharTokenizer",
     "WordTokenizer",
     "Vocab",

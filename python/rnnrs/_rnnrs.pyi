@@ -33,6 +33,7 @@ __all__ = [
     "safetensors_loads",
     "LanguageModel",
     "Recurrent",
+    "RecurrentCell",
     "beam_search",
     "sample",
     "Sampler",
@@ -70,6 +71,10 @@ class _LanguageModelConfig(TypedDict):
     num_layers: int
     cell: str
     dropout: float
+    tie_weights: bool
+    embed_dropout: float
+    locked_dropout: float
+    weight_drop: float
 
 def set_num_threads(n: int | None) -> None:
     """Compute with ``n`` threads from now on in this process (``None``: rayon's default pool,
@@ -80,6 +85,30 @@ def get_num_threads() -> int:
 
 class NonFiniteError(ValueError):
     """A NaN or infinite value where a finite one is required (input, weight, loss or gradient)."""
+
+@final
+class RecurrentCell:
+    """One RNN/GRU/LSTM time step with BPTT across calls (wrapped by ``rnnrs.LSTMCell`` etc.)."""
+
+    def __new__(cls, cell: str, input_size: int, hidden_size: int, dtype: str = "float32", seed: int = 0) -> RecurrentCell: ...
+    @property
+    def dtype(self) -> str: ...
+    @property
+    def config(self) -> dict[str, Any]: ...
+    @property
+    def pending_steps(self) -> int: ...
+    def step(self, x: _Float, h: _Float | None = None, c: _Float | None = None,
+             train: bool = True) -> tuple[_Float, _Float | None]: ...
+    def backward(self, dh: _Float | None = None, dh_next: _Float | None = None,
+                 dc_next: _Float | None = None) -> tuple[_Float, _Float, _Float | None]: ...
+    def state_dict(self) -> _Named: ...
+    def grads(self) -> _Named: ...
+    def load_state_dict(self, items: list[tuple[str, _Float]]) -> None: ...
+    def init_parameters(self, init: str, recurrent_init: str | None = None, init_std: float = 0.01,
+                        forget_bias: float | None = None, seed: int = 0) -> None:
+        """Re-draw the parameters with the named initialisers (see ``rnnrs::init``)."""
+    def zero_grad(self) -> None: ...
+    def clear_tape(self) -> None: ...
 
 @final
 class Recurrent:
@@ -141,6 +170,9 @@ class Recurrent:
     def load_state_dict(self, items: Sequence[tuple[str, Any]]) -> None:
         """Replace all parameters from ``(name, array)`` pairs: every name exactly once, same shapes,
         arrays of the layer's dtype. Nothing changes on error (``ValueError``/``TypeError``)."""
+    def init_parameters(self, init: str, recurrent_init: str | None = None, init_std: float = 0.01,
+                        forget_bias: float | None = None, seed: int = 0) -> None:
+        """Re-draw the parameters with the named initialisers (see ``rnnrs::init``)."""
     def zero_grad(self) -> None:
         """Set every gradient to zero."""
     def clear_tape(self) -> None:
@@ -175,6 +207,10 @@ class LanguageModel:
         dropout: float = 0.0,
         dtype: str = "float32",
         seed: int = 0,
+        tie_weights: bool = False,
+        embed_dropout: float = 0.0,
+        locked_dropout: float = 0.0,
+        weight_drop: float = 0.0,
     ) -> LanguageModel: ...
     @property
     def dtype(self) -> Literal["float32", "float64"]:
@@ -226,6 +262,9 @@ class LanguageModel:
     def load_state_dict(self, items: Sequence[tuple[str, Any]]) -> None:
         """Replace all parameters (all names exactly once, same shapes, the model's dtype; nothing
         changes on error)."""
+    def init_parameters(self, init: str, recurrent_init: str | None = None, init_std: float = 0.01,
+                        forget_bias: float | None = None, seed: int = 0) -> None:
+        """Re-draw the parameters with the named initialisers (see ``rnnrs::init``)."""
     def zero_grad(self) -> None:
         """Set every gradient to zero."""
     def num_params(self) -> int:

@@ -25,6 +25,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Dict, Mapping, Optional, Tuple, Union
 
@@ -209,12 +210,15 @@ def model_from_tensors(tensors: Mapping[str, np.ndarray], meta: Mapping[str, str
     config = _json_meta(meta, "config", path)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected the config to be a JSON object, got {type(config).__name__}")
-    allowed = {"vocab_size", "embed_size", "hidden_size", "num_layers", "cell", "dropout", "seed", "dtype"}
+    allowed = {"vocab_size", "embed_size", "hidden_size", "num_layers", "cell", "dropout", "seed", "dtype",
+               "tie_weights", "embed_dropout", "locked_dropout", "weight_drop"}
     unknown = set(config) - allowed
     if unknown:
         raise CheckpointError(f"{path}: unexpected config fields {sorted(unknown)}")
     try:
-        model = LanguageModel(**config)
+        with warnings.catch_warnings():  # (a saved model's settings are no news to its user)
+            warnings.simplefilter("ignore", UserWarning)
+            model = LanguageModel(**config)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: invalid model config: {e}") from None
     weights = {k: v for k, v in tensors.items()

@@ -1,4 +1,5 @@
-"""The command line: ``python -m rnnrs train|evaluate|generate`` (also installed as ``rnnrs``).
+"""The command line: ``python -m rnnrs train|evaluate|generate|...`` (also installed as ``rnnrs``);
+the commands beyond train and evaluate live in their own modules, listed in :data:`COMMANDS`.
 
 Exit status: 0 success (including early stopping), 1 training failed (non-finite loss, final
 checkpoint not written), 2 user error (bad option, unreadable or too short corpus, mismatched
@@ -142,7 +143,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="rnnrs", description="Recurrent language models on the CPU: train, evaluate, generate.")
+    parser = _Parser(prog="rnnrs", description="Recurrent language models on the CPU: train, evaluate, generate, "
+                     "export, serve, sweep.")
     parser.add_argument("--version", action="version", version=f"rnnrs {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="{" + ",".join(["train", "evaluate", *COMMANDS]) + "}")
     train = sub.add_parser("train", help="train a language model on a text file",
@@ -289,6 +291,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 # module whose extra is missing raises ImportError naming the ``pip install`` to run.
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "generate": (".generate", "generate text with a trained (or the built-in) model"),
+    "export": (".onnx_export", "export a model to ONNX"),
+    "tune": (".tune", "hyper-parameter sweeps on Ray Tune"),
     "serve": (".serve", "serve a model over an OpenAI-compatible HTTP API with a web page"),
 }
 

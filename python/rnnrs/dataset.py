@@ -33,7 +33,8 @@ All randomness of an epoch comes from exactly one generator::
     offset = rng.integers(0, seq_len)          # first draw, both schemes
     order = rng.permutation(num_subseqs)       # second draw, random scheme only
 
-so an epoch is a pure function of ``(corpus, batch_size, seq_len, seed,
+(``window_offset="fixed"`` still draws the offset, then uses 0: windows at ``0, seq_len,
+2*seq_len, ...`` as in the book's first edition), so an epoch is a pure function of ``(corpus, batch_size, seq_len, seed,
 epoch)``: no global numpy/Python random state is read or modified.  Training
 resumes bit-identically from ``(epoch, batch index)`` with
 ``LMBatches.epoch_batches(epoch, start=batch_index)``, which jumps straight to
@@ -64,9 +65,11 @@ __all__ = [
     "LMBatches",
     "min_corpus_tokens",
     "SAMPLING_SCHEMES",
+    "WINDOW_OFFSETS",
 ]
 
 SAMPLING_SCHEMES = ("random", "sequential")
+WINDOW_OFFSETS = ("random", "fixed")
 
 Batch = Tuple[np.ndarray, np.ndarray]
 
@@ -138,18 +141,31 @@ def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
 # --------------------------------------------------------------------------
 
 
-def _random_plan(n: int, batch_size: int, seq_len: int, seed: int, epoch: int):
-    rng = _epoch_rng(seed, epoch)
+def _offset(rng: np.random.Generator, seq_len: int, window_offset: str) -> int:
+    """The epoch's first draw: the random offset, or 0 for fixed windows (drawn all the same, so
+    the rest of the epoch's draws do not depend on ``window_offset``)."""
     offset = int(rng.integers(0, seq_len))
+    return offset if window_offset == "random" else 0
+
+
+def _check_offset(window_offset: Any) -> str:
+    if window_offset not in WINDOW_OFFSETS:
+        raise ValueError(f"window_offset: expected one of {WINDOW_OFFSETS}, got {window_offset!r}")
+    return str(window_offset)
+
+
+def _random_plan(n: int, batch_size: int, seq_len: int, seed: int, epoch: int, window_offset: str = "random"):
+    rng = _epoch_rng(seed, epoch)
+    offset = _offset(rng, seq_len, window_offset)
     num_subseqs = (n - offset - 1) // seq_len
     order = rng.permutation(num_subseqs)
     starts = offset + order.astype(np.int64) * seq_len
     return starts, num_subseqs // batch_size
 
 
-def _sequential_plan(n: int, batch_size: int, seq_len: int, seed: int, epoch: int):
+def _sequential_plan(n: int, batch_size: int, seq_len: int, seed: int, epoch: int, window_offset: str = "random"):
     rng = _epoch_rng(seed, epoch)
-    offset = int(rng.integers(0, seq_len))
+    offset = _offset(rng, seq_len, window_offset)
     stream_len = (n - offset - 1) // batch_size
     return offset, stream_len, stream_len // seq_len
 
@@ -224,32 +240,34 @@ def split_train_val(ids: Any, val_fraction: float, *, min_tokens: int = 2
 
 
 def random_batches(ids: Any, batch_size: int, seq_len: int, seed: int, epoch: int, *,
-                   start: int = 0) -> Iterator[Batch]:
+                   start: int = 0, window_offset: str = "random") -> Iterator[Batch]:
     """d2l ``seq_data_iter_random``: shuffled non-overlapping subsequences.
 
     Yields ``(X, Y)`` int64 arrays of shape ``(batch_size, seq_len)`` for
     batches ``start, start + 1, ...`` of epoch ``epoch``.  Arguments are
     validated immediately (not at the first ``next``).  See the module
-    docstring for the exact random draws.
+    docstring for the exact random draws; ``window_offset="fixed"`` cuts the windows at
+    ``0, seq_len, 2*seq_len, ...`` (the first edition of the book).
     """
     arr, batch_size, seq_len, seed, epoch = _check_setup(ids, batch_size, seq_len, seed, epoch)
-    starts, num_batches = _random_plan(arr.size, batch_size, seq_len, seed, epoch)
+    starts, num_batches = _random_plan(arr.size, batch_size, seq_len, seed, epoch, _check_offset(window_offset))
     start = _check_start(start, num_batches)
     return _iter_random(arr, batch_size, seq_len, starts, num_batches, start)
 
 
 def sequential_batches(ids: Any, batch_size: int, seq_len: int, seed: int, epoch: int, *,
-                       start: int = 0) -> Iterator[Batch]:
+                       start: int = 0, window_offset: str = "random") -> Iterator[Batch]:
     """d2l ``seq_data_iter_sequential``: ``batch_size`` parallel contiguous streams.
 
     Yields ``(X, Y)`` int64 arrays of shape ``(batch_size, seq_len)`` for
     batches ``start, start + 1, ...`` of epoch ``epoch``. Row ``r`` of batch
     ``j + 1`` starts at the corpus position right after the last token of row
     ``r`` of batch ``j`` (so ``X_{j+1}[r, 0] == Y_j[r, -1]``).  Arguments are
-    validated immediately.
+    validated immediately. ``window_offset="fixed"`` starts the streams at 0.
     """
     arr, batch_size, seq_len, seed, epoch = _check_setup(ids, batch_size, seq_len, seed, epoch)
-    offset, stream_len, num_batches = _sequential_plan(arr.size, batch_size, seq_len, seed, epoch)
+    offset, stream_len, num_batches = _sequential_plan(arr.size, batch_size, seq_len, seed, epoch,
+                                                       _check_offset(window_offset))
     start = _check_start(start, num_batches)
     return _iter_sequential(arr, batch_size, seq_len, offset, stream_len, num_batches, start)
 
@@ -274,7 +292,7 @@ class LMBatches:
     """
 
     def __init__(self, ids: Any, batch_size: int, seq_len: int, sampling: str = "random",
-                 seed: int = 0) -> None:
+                 seed: int = 0, window_offset: str = "random") -> None:
         if sampling not in SAMPLING_SCHEMES:
             raise ValueError(f"sampling must be one of {SAMPLING_SCHEMES}, got {sampling!r}")
         arr, batch_size, seq_len, seed, _ = _check_setup(ids, batch_size, seq_len, seed, 0)
@@ -283,6 +301,7 @@ class LMBatches:
         self._seq_len = seq_len
         self._sampling = sampling
         self._seed = seed
+        self._window_offset = _check_offset(window_offset)
 
     @property
     def ids(self) -> np.ndarray:
@@ -306,6 +325,11 @@ class LMBatches:
         return self._sampling
 
     @property
+    def window_offset(self) -> str:
+        """``"random"`` (a random offset per epoch, d2l 2.0) or ``"fixed"`` (windows at 0, T, 2T, ...)."""
+        return self._window_offset
+
+    @property
     def seed(self) -> int:
         """The seed each epoch's generator is derived from (together with the epoch number)."""
         return self._seed
@@ -327,10 +351,10 @@ class LMBatches:
         epoch = _check_int(epoch, "epoch", 0)
         if self._sampling == "random":
             # Only the offset matters; computed without the permutation.
-            offset = int(_epoch_rng(self._seed, epoch).integers(0, self._seq_len))
+            offset = _offset(_epoch_rng(self._seed, epoch), self._seq_len, self._window_offset)
             return ((self._ids.size - offset - 1) // self._seq_len) // self._batch_size
         return _sequential_plan(self._ids.size, self._batch_size, self._seq_len, self._seed,
-                                epoch)[2]
+                                epoch, self._window_offset)[2]
 
     def epoch_batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         """Batches ``start, start + 1, ...`` of ``epoch``: ``(X, Y)`` pairs of C-contiguous int64
@@ -339,11 +363,12 @@ class LMBatches:
         epoch = _check_int(epoch, "epoch", 0)
         arr, bs, sl, seed = self._ids, self._batch_size, self._seq_len, self._seed
         if self._sampling == "random":
-            starts, nb = _random_plan(arr.size, bs, sl, seed, epoch)
+            starts, nb = _random_plan(arr.size, bs, sl, seed, epoch, self._window_offset)
             return _iter_random(arr, bs, sl, starts, nb, _check_start(start, nb))
-        offset, stream_len, nb = _sequential_plan(arr.size, bs, sl, seed, epoch)
+        offset, stream_len, nb = _sequential_plan(arr.size, bs, sl, seed, epoch, self._window_offset)
         return _iter_sequential(arr, bs, sl, offset, stream_len, nb, _check_start(start, nb))
 
     def __repr__(self) -> str:
         return (f"LMBatches(num_tokens={self.num_tokens}, batch_size={self._batch_size}, "
-                f"seq_len={self._seq_len}, sampling={self._sampling!r}, seed={self._seed})")
+                f"seq_len={self._seq_len}, sampling={self._sampling!r}, seed={self._seed}"
+                + (f", window_offset={self._window_offset!r})" if self._window_offset != "random" else ")"))

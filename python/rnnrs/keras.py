@@ -653,6 +653,14 @@ class Sequential:
             meta["dropout_state"] = json.dumps(list(core.dropout_state()))
         write_tensors(path, tensors, meta)
 
+    def export_onnx(self, path: Union[str, "os.PathLike[str]"], opset: Optional[int] = None, *,
+                    dtype: str = "float32", padding: str = "post") -> Any:
+        """Write the built model to ``path`` as ONNX: ``x`` (and ``sequence_lens`` unless the embedding
+        masks zeros) in, ``y`` as :meth:`predict` out. Needs ``pip install 'rnnrs[onnx]'``. See
+        :func:`rnnrs.onnx_export.export_sequential` and ``docs/onnx.md``."""
+        from .onnx_export import export_sequential
+        return export_sequential(self, path, opset, dtype=dtype, padding=padding)
+
     def __repr__(self) -> str:
         return f"Sequential([{', '.join(map(repr, self.layers))}])"
 

@@ -22,12 +22,17 @@ of a chunk stops at the chunk's start (truncated BPTT). :meth:`reset_states` for
 
 Parameters are named and shaped exactly like ``torch.nn.RNN/GRU/LSTM`` (``weight_ih_l0``,
 ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``, ``..._reverse``), gates in PyTorch's order (LSTM
-``i, f, g, o``; GRU ``r, z, n``), initialised ``U(-1/sqrt(H), 1/sqrt(H))`` from ``seed``.
+``i, f, g, o``; GRU ``r, z, n``), initialised ``U(-1/sqrt(H), 1/sqrt(H))`` from ``seed``, or by
+``init=`` (input weights; ``"pytorch"``, ``"normal"`` with ``init_std``, ``"xavier_uniform"``,
+``"xavier_normal"``, ``"kaiming_uniform"``, ``"orthogonal"``: each gate block), ``recurrent_init=``
+(recurrent weights; default as ``init``) and ``forget_bias=`` (LSTM: ``b_ih_f + b_hh_f``); biases
+are zero unless ``init="pytorch"``.
 Gradients accumulate across ``backward`` calls until :meth:`zero_grad`, as in PyTorch.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
 
@@ -86,6 +91,30 @@ def _check_int(name: str, value: Any, minimum: int, limit: int = 2**63) -> int:
 def _check_seed(seed: Any) -> int:
     return _check_int("seed", seed, 0, 2**64)
 
+INITS = ("pytorch", "normal", "xavier_uniform", "xavier_normal", "kaiming_uniform", "orthogonal")
+"""Initialiser names (``init=``/``recurrent_init=``); see :func:`_apply_init`."""
+
+
+def _apply_init(core: Any, init: Any, recurrent_init: Any, init_std: Any, forget_bias: Any, seed: int) -> None:
+    """Re-draw ``core``'s parameters with the named initialisers (the core checks names and values):
+    ``init`` for input weights (and the embedding and output layer of a model), ``recurrent_init``
+    (None: as ``init``) for recurrent weights; biases keep PyTorch's draw with ``init="pytorch"``
+    and are zero otherwise; ``init_std`` is the standard deviation of ``"normal"``; ``forget_bias``
+    (LSTM) sets the forget gate's total bias ``b_ih_f + b_hh_f``."""
+    for name, v, optional in (("init", init, False), ("recurrent_init", recurrent_init, True)):
+        if not (isinstance(v, str) or (optional and v is None)):
+            raise TypeError(f"{name}: expected one of {list(INITS)}, got {type(v).__name__} {v!r}")
+    for name, v, optional in (("init_std", init_std, False), ("forget_bias", forget_bias, True)):
+        if not ((isinstance(v, numbers.Real) and not isinstance(v, bool)) or (optional and v is None)):
+            raise TypeError(f"{name}: expected a number, got {type(v).__name__} {v!r}")
+    if init == "pytorch" and recurrent_init in (None, "pytorch") and forget_bias is None:
+        if not (math.isfinite(init_std) and init_std > 0):
+            raise ValueError(f"init_std: expected a finite number > 0, got {init_std!r}")
+        return  # PyTorch's draw, made when the core object was created
+    core.init_parameters(init, recurrent_init, float(init_std), None if forget_bias is None else float(forget_bias),
+                         seed)
+
+
 
 class _Recurrent:
     """Shared implementation of RNN, GRU and LSTM (see the module docstring for shapes)."""
@@ -117,6 +146,10 @@ class _Recurrent:
         stateful: bool = False,
         dtype: Any = np.float32,
         seed: int = 0,
+        init: str = "pytorch",
+        recurrent_init: Optional[str] = None,
+        init_std: float = 0.01,
+        forget_bias: Optional[float] = None,
         _cell: Optional[str] = None,
     ) -> None:
         input_size = _check_int("input_size", input_size, 1)
@@ -140,6 +173,7 @@ class _Recurrent:
             _cell or self._cell, input_size, hidden_size, num_layers, self.bidirectional, self.dropout,
             _DTYPES[self.dtype], self.seed,
         )
+        _apply_init(self._core, init, recurrent_init, init_std, forget_bias, self.seed)
 
     # ----------------------------------------------------------------------------------------------
     @property
@@ -326,6 +360,15 @@ class _Recurrent:
         from . import interop
         cell = "lstm" if issubclass(cls, LSTM) else "gru" if issubclass(cls, GRU) else "rnn"
         return interop.from_keras(cell, weights, expected=cls, **kwargs)  # type: ignore[return-value]
+
+    def export_onnx(self, path: Any, opset: Optional[int] = None, *, dtype: str = "float32",
+                    padding: str = "post") -> Any:
+        """Write the layer to ``path`` as an ONNX graph of ONNX's own recurrent operators, inputs
+        ``x``, ``h0`` (``c0``), ``sequence_lens`` and outputs ``y``, ``h_n`` (``c_n``) as :meth:`forward`;
+        ``dtype="float16"`` stores the weights in half precision. Needs ``pip install 'rnnrs[onnx]'``.
+        See :func:`rnnrs.onnx_export.export_layer` and ``docs/onnx.md``."""
+        from .onnx_export import export_layer
+        return export_layer(self, path, opset, dtype=dtype, padding=padding)
 
     def __repr__(self) -> str:
         extra = "".join(

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import Any, Dict, List, Literal, Mapping, Optional, Tuple, Union, overload
 
 import numpy as np
 import numpy.typing as npt
 
 from . import _rnnrs
-from .layers import _check_int, _check_seed, _dtype_name, _state_items
+from .layers import _apply_init, _check_int, _check_seed, _dtype_name, _state_items
 
 __all__ = ["LanguageModel", "CELLS"]
 
@@ -68,6 +69,9 @@ def _real(name: str, value: Any, expected: str, ok: Any = lambda v: math.isfinit
     return v
 
 
+_OPTION_DEFAULTS = {"tie_weights": False, "embed_dropout": 0.0, "locked_dropout": 0.0, "weight_drop": 0.0}
+
+
 class LanguageModel:
     """Embedding (or one-hot when ``embed_size=None``) → recurrent stack → Linear.
 
@@ -81,6 +85,16 @@ class LanguageModel:
         seed: initialises every parameter (same seed, same model).
         dtype: ``numpy.float32`` (default) or ``numpy.float64``: the dtype of the parameters,
             gradients, logits and states.
+        init, recurrent_init, init_std, forget_bias: initialisers as for :class:`rnnrs.LSTM`;
+            ``init`` also draws the embedding and the output layer (``"normal"`` with
+            ``init_std=0.01`` is the d2l book's ``N(0, 0.01)`` weights and zero biases).
+        tie_weights: the output layer shares the embedding matrix (AWD-LSTM); with
+            ``embed_size != hidden_size`` a learned ``proj.weight (E, H)`` maps the hidden state
+            to the embedding width first. ``linear.weight`` is then not a parameter of its own.
+        embed_dropout, locked_dropout, weight_drop: the AWD-LSTM regularisers, in training only,
+            each a probability in ``[0, 1)``: drop whole token types (embedding rows) per batch;
+            one dropout mask per sequence, shared over time, on the stack's input (embedding
+            models) and output; one DropConnect mask per batch on every ``W_hh``.
 
     Token ids passed in are integer arrays (int64 is used as it is, other integer dtypes are
     converted); float arrays coming out (logits, states, parameters) have the model's ``dtype``.
@@ -93,7 +107,9 @@ class LanguageModel:
 
     def __init__(self, vocab_size: int, embed_size: Optional[int] = 128, hidden_size: int = 256,
                  num_layers: int = 2, cell: str = "lstm", dropout: float = 0.0, seed: int = 0,
-                 dtype: Any = np.float32) -> None:
+                 dtype: Any = np.float32, *, init: str = "pytorch", recurrent_init: Optional[str] = None,
+                 init_std: float = 0.01, forget_bias: Optional[float] = None, tie_weights: bool = False,
+                 embed_dropout: float = 0.0, locked_dropout: float = 0.0, weight_drop: float = 0.0) -> None:
         vocab_size = _check_int("vocab_size", vocab_size, 1)
         if embed_size is not None:
             embed_size = _check_int("embed_size", embed_size, 1)
@@ -103,13 +119,23 @@ class LanguageModel:
             raise TypeError(f"cell: expected one of {sorted(CELLS)}, got {type(cell).__name__} {cell!r}")
         if cell not in CELLS:
             raise ValueError(f"cell: expected one of {sorted(CELLS)}, got {cell!r}")
-        if isinstance(dropout, bool) or not isinstance(dropout, numbers.Real) or not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout: expected a float in [0, 1), got {dropout!r}")
+        for name, p in (("dropout", dropout), ("embed_dropout", embed_dropout), ("locked_dropout", locked_dropout),
+                        ("weight_drop", weight_drop)):
+            if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= p < 1.0:
+                raise ValueError(f"{name}: expected a float in [0, 1), got {p!r}")
+        if not isinstance(tie_weights, (bool, np.bool_)):
+            raise TypeError(f"tie_weights: expected True or False, got {type(tie_weights).__name__} {tie_weights!r}")
+        if dropout > 0 and num_layers == 1:
+            warnings.warn(f"dropout={dropout} acts between recurrent layers and has no effect with num_layers=1 "
+                          "(use locked_dropout, embed_dropout or weight_drop to regularise one layer)",
+                          UserWarning, stacklevel=2)
         self.cell = cell
         self.seed = _check_seed(seed)
         self.dtype = np.dtype(_dtype_name(dtype))
         self._core = _rnnrs.LanguageModel(vocab_size, embed_size, hidden_size, num_layers, CELLS[cell],
-                                          float(dropout), self.dtype.name, self.seed)
+                                          float(dropout), self.dtype.name, self.seed, bool(tie_weights),
+                                          float(embed_dropout), float(locked_dropout), float(weight_drop))
+        _apply_init(self._core, init, recurrent_init, init_std, forget_bias, self.seed)
         self.optimizer: Optional[Dict[str, Any]] = None
 
     # ---------------------------------------------------------------------------------------- config
@@ -117,6 +143,9 @@ class LanguageModel:
     def config(self) -> Dict[str, Any]:
         """Constructor arguments (JSON-serialisable): ``LanguageModel(**model.config)`` rebuilds it."""
         c = dict(self._core.config)
+        for k, default in _OPTION_DEFAULTS.items():  # (absent when off: files stay as before)
+            if c.get(k) == default:
+                del c[k]
         c["cell"] = self.cell
         c["seed"] = self.seed
         c["dtype"] = self.dtype.name
@@ -264,6 +293,15 @@ class LanguageModel:
         """Load a model saved by :meth:`save` (or the model of a training run's directory)."""
         from .checkpoint import load_model
         return load_model(path)[0]
+
+    def export_onnx(self, path: Any, opset: Optional[int] = None, *, tokenizer: Any = None,
+                    info: Optional[Mapping[str, Any]] = None, dtype: str = "float32") -> Any:
+        """Write the model to ``path`` as ONNX (token ids ``(T, B)`` and states in, logits and states
+        out), and ``tokenizer`` beside it as ``out.tokenizer.json``; ``dtype="float16"`` stores the
+        weights in half precision. Needs ``pip install 'rnnrs[onnx]'``. See
+        :func:`rnnrs.onnx_export.export_language_model` and ``docs/onnx.md``."""
+        from .onnx_export import export_language_model
+        return export_language_model(self, path, opset, tokenizer=tokenizer, info=info, dtype=dtype)
 
     # -------------------------------------------------------------------------------------- sampling
     # (The overloads only give the precise return type for ``return_logprobs=False``/``True``.)

@@ -782,8 +782,11 @@ def _tokenizer_from_dict(obj: Any) -> _Tokenizer:
     what = "tokenizer"
     _check_header(obj, TOKENIZER_FORMAT, what)
     level = obj.get("level")
+    if level == "bpe":  # (needs the optional tokenizers package: imported only for such files)
+        from .bpe import BPETokenizer
+        return BPETokenizer._from_dict(obj)
     if level not in _LEVELS:
-        raise ValueError(f"{what} JSON has level {level!r}, expected one of {sorted(_LEVELS)}")
+        raise ValueError(f"{what} JSON has level {level!r}, expected one of {sorted([*_LEVELS, 'bpe'])}")
     opts = {}
     for key in ("lower", "letters_only"):
         value = obj.get(key)

@@ -43,6 +43,26 @@ pub fn get_num_threads() -> usize {
     }
 }
 
+/// Run `$body` with `$x` bound to the typed value inside `$inner`, an enum of the binding's
+/// `F32(..)`/`F64(..)` shape named `$Enum`, and `$T` to its element type (`f32` or `f64`).
+macro_rules! by_dtype {
+    ($Enum:ident, $inner:expr, $x:ident, $T:ident => $body:expr) => {
+        match $inner {
+            $Enum::F32($x) => {
+                #[allow(dead_code)]
+                type $T = f32;
+                $body
+            }
+            $Enum::F64($x) => {
+                #[allow(dead_code)]
+                type $T = f64;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use by_dtype;
+
 pyo3::create_exception!(
     _rnnrs,
     NonFiniteError,

@@ -1,7 +1,9 @@
 //! Python bindings of rnnrs: extract and validate, release the GIL, call the core, convert.
 //! All logic lives in the `rnnrs` crate.
 
+mod cell;
 mod convert;
+mod init;
 mod io;
 mod model;
 mod optimizer;
@@ -14,6 +16,8 @@ use pyo3::prelude::*;
 /// The compiled part of rnnrs. Use the `rnnrs` package, which wraps it.
 #[pymodule(gil_used = false)]
 mod _rnnrs {
+    #[pymodule_export]
+    use crate::cell::RecurrentCell;
     #[pymodule_export]
     use crate::convert::{get_num_threads, set_num_threads, NonFiniteError};
     #[pymodule_export]

@@ -20,20 +20,10 @@ pub enum LmInner {
     F64(Lm<f64>),
 }
 
+/// `with_lm!(inner, x, T => body)`: see `convert::by_dtype`.
 macro_rules! with_lm {
-    ($inner:expr, $l:ident, $T:ident => $body:expr) => {
-        match $inner {
-            LmInner::F32($l) => {
-                #[allow(dead_code)]
-                type $T = f32;
-                $body
-            }
-            LmInner::F64($l) => {
-                #[allow(dead_code)]
-                type $T = f64;
-                $body
-            }
-        }
+    ($($t:tt)*) => {
+        crate::convert::by_dtype!(LmInner, $($t)*)
     };
 }
 pub(crate) use with_lm;
@@ -69,7 +59,7 @@ fn state_out<'py, F: numpy::Element>(py: Python<'py>, s: State<F>) -> PyState<'p
 #[pymethods]
 impl LanguageModel {
     #[new]
-    #[pyo3(signature = (vocab_size, embed_size, hidden_size, num_layers=1, cell="lstm", dropout=0.0, dtype="float32", seed=0))]
+    #[pyo3(signature = (vocab_size, embed_size, hidden_size, num_layers=1, cell="lstm", dropout=0.0, dtype="float32", seed=0, tie_weights=false, embed_dropout=0.0, locked_dropout=0.0, weight_drop=0.0))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -81,12 +71,17 @@ impl LanguageModel {
         dropout: f64,
         dtype: &str,
         seed: u64,
+        tie_weights: bool,
+        embed_dropout: f64,
+        locked_dropout: f64,
+        weight_drop: f64,
     ) -> PyResult<Self> {
         let cell: CellKind = cell.parse().map_err(to_py)?;
         let cfg = LanguageModelConfig { vocab_size, embed_size, hidden_size, num_layers, cell, dropout };
+        let opts = rnnrs::LanguageModelOptions { tie_weights, embed_dropout, locked_dropout, weight_drop };
         let inner = match dtype {
-            "float32" => LmInner::F32(Lm { model: detached(py, || rnnrs::LanguageModel::new(cfg, seed))?, optimizer: None }),
-            "float64" => LmInner::F64(Lm { model: detached(py, || rnnrs::LanguageModel::new(cfg, seed))?, optimizer: None }),
+            "float32" => LmInner::F32(Lm { model: detached(py, || rnnrs::LanguageModel::with_options(cfg, opts, seed))?, optimizer: None }),
+            "float64" => LmInner::F64(Lm { model: detached(py, || rnnrs::LanguageModel::with_options(cfg, opts, seed))?, optimizer: None }),
             other => return Err(PyTypeError::new_err(format!("dtype: expected 'float32' or 'float64', got {other:?}"))),
         };
         Ok(LanguageModel { inner })
@@ -112,6 +107,11 @@ impl LanguageModel {
         d.set_item("num_layers", cfg.num_layers)?;
         d.set_item("cell", cfg.cell.name())?;
         d.set_item("dropout", cfg.dropout)?;
+        let o = with_lm!(&self.inner, l, T => l.model.options().clone());
+        d.set_item("tie_weights", o.tie_weights)?;
+        d.set_item("embed_dropout", o.embed_dropout)?;
+        d.set_item("locked_dropout", o.locked_dropout)?;
+        d.set_item("weight_drop", o.weight_drop)?;
         Ok(d)
     }
 
@@ -239,6 +239,16 @@ impl LanguageModel {
             let arrays = dyn_arrays::<T>(&items, dt)?;
             let views: Vec<(String, ndarray::ArrayViewD<'_, T>)> = arrays.iter().map(|(n, a)| (n.clone(), a.as_array())).collect();
             l.model.load_state_dict(&views).map_err(to_py)
+        })
+    }
+
+    /// Re-draw the parameters with the named initialisers (see `rnnrs::init`); nothing changes on
+    /// error.
+    #[pyo3(signature = (init, recurrent_init=None, init_std=0.01, forget_bias=None, seed=0))]
+    fn init_parameters(&mut self, init: &str, recurrent_init: Option<&str>, init_std: f64, forget_bias: Option<f64>, seed: u64) -> PyResult<()> {
+        with_lm!(&mut self.inner, x, T => {
+            let (cell, hidden) = (x.model.config().cell, x.model.config().hidden_size);
+            crate::init::apply(&mut x.model, cell, hidden, init, recurrent_init, init_std, forget_bias, seed)
         })
     }
 

@@ -18,21 +18,10 @@ pub enum Inner {
     F64(Layer<f64>),
 }
 
-/// Run `$body` with `$l` bound to the typed layer, and `$T` to its element type.
+/// `with_layer!(inner, x, T => body)`: see `convert::by_dtype`.
 macro_rules! with_layer {
-    ($inner:expr, $l:ident, $T:ident => $body:expr) => {
-        match $inner {
-            Inner::F32($l) => {
-                #[allow(dead_code)]
-                type $T = f32;
-                $body
-            }
-            Inner::F64($l) => {
-                #[allow(dead_code)]
-                type $T = f64;
-                $body
-            }
-        }
+    ($($t:tt)*) => {
+        crate::convert::by_dtype!(Inner, $($t)*)
     };
 }
 
@@ -209,6 +198,18 @@ impl Recurrent {
             let views: Vec<(String, ndarray::ArrayViewD<'_, T>)> = arrays.iter().map(|(n, a)| (n.clone(), a.as_array())).collect();
             l.tape = None;
             l.net.load_state_dict(&views).map_err(to_py)
+        })
+    }
+
+    /// Re-draw the parameters with the named initialisers (see `rnnrs::init`); nothing changes on
+    /// error.
+    #[pyo3(signature = (init, recurrent_init=None, init_std=0.01, forget_bias=None, seed=0))]
+    fn init_parameters(&mut self, init: &str, recurrent_init: Option<&str>, init_std: f64, forget_bias: Option<f64>, seed: u64) -> PyResult<()> {
+        with_layer!(&mut self.inner, x, T => {
+            let (cell, hidden) = (x.net.config().cell, x.net.config().hidden_size);
+            crate::init::apply(&mut x.net, cell, hidden, init, recurrent_init, init_std, forget_bias, seed)?;
+            x.tape = None; // (recorded with the old weights)
+            Ok(())
         })
     }
 

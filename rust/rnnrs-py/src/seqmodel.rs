@@ -21,20 +21,10 @@ pub enum SmInner {
     F64(Sm<f64>),
 }
 
+/// `with_sm!(inner, x, T => body)`: see `convert::by_dtype`.
 macro_rules! with_sm {
-    ($inner:expr, $l:ident, $T:ident => $body:expr) => {
-        match $inner {
-            SmInner::F32($l) => {
-                #[allow(dead_code)]
-                type $T = f32;
-                $body
-            }
-            SmInner::F64($l) => {
-                #[allow(dead_code)]
-                type $T = f64;
-                $body
-            }
-        }
+    ($($t:tt)*) => {
+        crate::convert::by_dtype!(SmInner, $($t)*)
     };
 }
 

@@ -9,11 +9,12 @@ use crate::error::{check_alloc, check_shape, invalid, Error, Result};
 use crate::step_weights::StepCache;
 use crate::layer::Recurrent;
 use crate::linear::Linear;
+use crate::lm_options::{scale_by_type, scale_locked, LanguageModelOptions, Masks, Projection};
 use crate::loss::cross_entropy;
 use crate::module::{Module, Visitor, VisitorMut};
 use crate::optim::{clip_grad_norm, Optimizer};
 use crate::rng::mix;
-use ndarray::{Array3, ArrayView2, ArrayView3};
+use ndarray::{Array2, Array3, ArrayView2, ArrayView3};
 
 /// Sizes of a [`LanguageModel`].
 #[derive(Clone, Debug, PartialEq)]
@@ -143,6 +144,10 @@ pub struct LanguageModel<F> {
     embedding: Option<Embedding<F>>,
     rnn: Recurrent<F>,
     linear: Linear<F>,
+    /// Regularisation and weight tying.
+    options: LanguageModelOptions,
+    /// Tied models whose embedding and hidden widths differ: `E × H` (see [`LanguageModelOptions`]).
+    proj: Option<Projection<F>>,
     /// Float16 copy of the streamed weights (sampling); cleared by every `&mut self` method.
     packed: StepCache,
 }
@@ -150,7 +155,13 @@ pub struct LanguageModel<F> {
 impl<F: Element> LanguageModel<F> {
     /// A new model; every part is initialised from `seed` (PyTorch's schemes).
     pub fn new(config: LanguageModelConfig, seed: u64) -> Result<Self> {
+        Self::with_options(config, LanguageModelOptions::default(), seed)
+    }
+
+    /// A new model with regularisation or tied weights (see [`LanguageModelOptions`]).
+    pub fn with_options(config: LanguageModelConfig, options: LanguageModelOptions, seed: u64) -> Result<Self> {
         config.validate()?;
+        options.validate(&config)?;
         check_alloc(
             "model size",
             &config.describe(),
@@ -163,7 +174,103 @@ impl<F: Element> LanguageModel<F> {
         };
         let rnn = Recurrent::new(config.recurrent(), mix(seed ^ 2))?;
         let linear = Linear::new(config.hidden_size, config.vocab_size, mix(seed ^ 3))?;
-        Ok(LanguageModel { config, embedding, rnn, linear, packed: StepCache::default() })
+        let proj = match (options.tie_weights, config.embed_size) {
+            (true, Some(e)) if e != config.hidden_size => Some(Projection::new(e, config.hidden_size, mix(seed ^ 4))),
+            _ => None,
+        };
+        let mut model = LanguageModel { config, embedding, rnn, linear, options, proj, packed: StepCache::default() };
+        model.sync_tied();
+        Ok(model)
+    }
+
+    /// Regularisation and weight tying.
+    pub fn options(&self) -> &LanguageModelOptions {
+        &self.options
+    }
+
+    /// A tied model's output weight is `E` (or `E · P`): recompute it after the parameters changed.
+    fn sync_tied(&mut self) {
+        if !self.options.tie_weights {
+            return;
+        }
+        let e = &self.embedding.as_ref().expect("tied models have an embedding").weight;
+        match &self.proj {
+            None => self.linear.weight.assign(e),
+            Some(p) => crate::linalg::gemm(F::one(), &e.view(), &p.weight.view(), F::zero(), &mut self.linear.weight.view_mut()),
+        }
+    }
+
+    /// A tied model's output-weight gradient `dW` goes to the embedding (`dE += dW`, or
+    /// `dE += dW · Pᵀ` and `dP += Eᵀ · dW`) and is cleared.
+    fn route_tied_grad(&mut self) {
+        if !self.options.tie_weights {
+            return;
+        }
+        let dw = std::mem::replace(&mut self.linear.grad_weight, Array2::zeros(self.linear.weight.dim()));
+        let emb = self.embedding.as_mut().expect("tied models have an embedding");
+        match &mut self.proj {
+            None => emb.grad += &dw,
+            Some(p) => {
+                crate::linalg::gemm(F::one(), &dw.view(), &p.weight.t(), F::one(), &mut emb.grad.view_mut());
+                crate::linalg::gemm(F::one(), &emb.weight.t(), &dw.view(), F::one(), &mut p.grad.view_mut());
+            }
+        }
+    }
+
+    /// The masks of one training pass (advancing the stack's dropout stream), if any dropout is on.
+    fn draw_masks(&mut self, batch: usize) -> Option<Masks<F>> {
+        if !self.options.drops() {
+            return None;
+        }
+        let (seed, calls) = self.rnn.dropout_state();
+        self.rnn.set_dropout_state(seed, calls + 1);
+        Some(Masks::draw(&self.options, &self.config, self.rnn.config(), batch, seed, calls + 1))
+    }
+
+    /// Weight drop: `W_hh ← W_hh ⊙ M` for the pass; returns the originals to put back.
+    fn drop_weights(&mut self, masks: &Masks<F>) -> Vec<Array2<F>> {
+        let mut saved = Vec::new();
+        if masks.weights.is_empty() {
+            return saved;
+        }
+        let mut l = 0;
+        self.rnn.visit_mut(&mut |name, p, _| {
+            if name.starts_with("weight_hh") {
+                let mut p = p.into_dimensionality::<ndarray::Ix2>().expect("2-D");
+                saved.push(p.to_owned());
+                p *= &masks.weights[l];
+                l += 1;
+            }
+        });
+        saved
+    }
+
+    /// Undo [`Self::drop_weights`]; the pass's `W_hh` gradient (added since `before`) is masked too.
+    fn restore_weights(&mut self, masks: &Masks<F>, saved: Vec<Array2<F>>, before: Vec<Array2<F>>) {
+        if saved.is_empty() {
+            return;
+        }
+        let mut l = 0;
+        self.rnn.visit_mut(&mut |name, p, g| {
+            if name.starts_with("weight_hh") {
+                let mut p = p.into_dimensionality::<ndarray::Ix2>().expect("2-D");
+                let mut g = g.into_dimensionality::<ndarray::Ix2>().expect("2-D");
+                p.assign(&saved[l]);
+                let added = &g - &before[l];
+                g.assign(&(&before[l] + &(added * &masks.weights[l])));
+                l += 1;
+            }
+        });
+    }
+
+    fn weight_hh_grads(&self) -> Vec<Array2<F>> {
+        let mut out = Vec::new();
+        self.rnn.visit(&mut |name, _, g| {
+            if name.starts_with("weight_hh") {
+                out.push(g.into_dimensionality::<ndarray::Ix2>().expect("2-D").to_owned());
+            }
+        });
+        out
     }
     /// The configuration.
     pub fn config(&self) -> &LanguageModelConfig {
@@ -297,25 +404,75 @@ impl<F: Element> LanguageModel<F> {
         self.check_state(state, inputs.ncols())?;
         let (t, b) = inputs.dim();
         let (h0, c0) = split_state(state);
-        let x = self.embed(&inputs)?;
-        let (out, tape) = match &x {
-            Some(x) => self.rnn.forward_train(x.view(), h0, c0)?,
-            None => self.rnn.forward_train_tokens(inputs, h0, c0)?,
+        let masks = self.draw_masks(b);
+        let mut x = self.embed(&inputs)?;
+        if let (Some(x), Some(m)) = (x.as_mut(), masks.as_ref()) {
+            if let Some(types) = &m.types {
+                scale_by_type(x, &inputs, types);
+            }
+            if let Some(mask) = &m.input {
+                scale_locked(x, mask);
+            }
+        }
+        let (saved, before) = match &masks {
+            Some(m) if !m.weights.is_empty() => (self.drop_weights(m), self.weight_hh_grads()),
+            _ => (Vec::new(), Vec::new()),
         };
-        let hs = self.config.hidden_size;
-        let y = out.y.into_shape_with_order((t * b, hs)).expect("(T*B, H)");
-        let logits = self.linear.forward(y.view())?;
-        let flat_targets: Vec<usize> = targets.iter().copied().collect();
-        let (loss, dlogits) = cross_entropy(logits.view(), &flat_targets)?;
-        let dy = self.linear.backward(y.view(), dlogits.view());
-        let dy = dy.into_shape_with_order((t, b, hs)).expect("(T, B, H)");
-        let g = self.rnn.backward(&tape, dy.view(), None, None)?;
-        if let (Some(e), Some(dx)) = (self.embedding.as_mut(), g.dx) {
+        let pass = self.forward_backward(&inputs, &targets, x.as_ref(), h0, c0, masks.as_ref());
+        if let Some(m) = &masks {
+            self.restore_weights(m, saved, before); // (also when the pass failed)
+        }
+        self.route_tied_grad();
+        let (loss, dx, st) = pass?;
+        if let (Some(e), Some(mut dx)) = (self.embedding.as_mut(), dx) {
+            if let Some(m) = &masks {
+                if let Some(mask) = &m.input {
+                    scale_locked(&mut dx, mask);
+                }
+                if let Some(types) = &m.types {
+                    scale_by_type(&mut dx, &inputs, types);
+                }
+            }
             let flat: Vec<usize> = inputs.iter().copied().collect();
             let width = dx.shape()[2];
             e.backward(&flat, dx.into_shape_with_order((t * b, width)).expect("2-D").view());
         }
-        Ok((loss, State { h: out.h_n, c: out.c_n }))
+        Ok((loss, st))
+    }
+
+    /// The training pass from the stack's input to the loss and back: `(loss, dx, final state)`.
+    #[allow(clippy::type_complexity)]
+    fn forward_backward(
+        &mut self,
+        inputs: &ArrayView2<'_, usize>,
+        targets: &ArrayView2<'_, usize>,
+        x: Option<&Array3<F>>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+        masks: Option<&Masks<F>>,
+    ) -> Result<(f64, Option<Array3<F>>, State<F>)> {
+        let (t, b) = inputs.dim();
+        let (out, tape) = match x {
+            Some(x) => self.rnn.forward_train(x.view(), h0, c0)?,
+            None => self.rnn.forward_train_tokens(inputs.view(), h0, c0)?,
+        };
+        let hs = self.config.hidden_size;
+        let out_mask = masks.and_then(|m| m.output.as_ref());
+        let mut y3 = out.y;
+        if let Some(mask) = out_mask {
+            scale_locked(&mut y3, mask);
+        }
+        let y = y3.into_shape_with_order((t * b, hs)).expect("(T*B, H)");
+        let logits = self.linear.forward(y.view())?;
+        let flat_targets: Vec<usize> = targets.iter().copied().collect();
+        let (loss, dlogits) = cross_entropy(logits.view(), &flat_targets)?;
+        let dy = self.linear.backward(y.view(), dlogits.view());
+        let mut dy = dy.into_shape_with_order((t, b, hs)).expect("(T, B, H)");
+        if let Some(mask) = out_mask {
+            scale_locked(&mut dy, mask);
+        }
+        let g = self.rnn.backward(&tape, dy.view(), None, None)?;
+        Ok((loss, g.dx, State { h: out.h_n, c: out.c_n }))
     }
 
     /// One complete training step: zero the gradients, forward, loss, backward, clip the global
@@ -372,12 +529,22 @@ fn split_state<F>(state: Option<&State<F>>) -> (Option<ArrayView3<'_, F>>, Optio
 }
 
 impl<F: Element> Module<F> for LanguageModel<F> {
+    /// Parameters in order: `embedding.weight`, `rnn.*`, `proj.weight` (tied, `E != H`),
+    /// `linear.weight` (not for tied models: it is the embedding), `linear.bias`.
     fn visit(&self, f: &mut Visitor<'_, F>) {
         if let Some(e) = &self.embedding {
             e.visit(&mut |n, p, g| f(&format!("embedding.{n}"), p, g));
         }
         self.rnn.visit(&mut |n, p, g| f(&format!("rnn.{n}"), p, g));
-        self.linear.visit(&mut |n, p, g| f(&format!("linear.{n}"), p, g));
+        if let Some(pr) = &self.proj {
+            pr.visit(&mut |n, p, g| f(&format!("proj.{n}"), p, g));
+        }
+        let tied = self.options.tie_weights;
+        self.linear.visit(&mut |n, p, g| {
+            if !(tied && n == "weight") {
+                f(&format!("linear.{n}"), p, g)
+            }
+        });
     }
     fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
         self.packed.clear();
@@ -385,7 +552,16 @@ impl<F: Element> Module<F> for LanguageModel<F> {
             e.visit_mut(&mut |n, p, g| f(&format!("embedding.{n}"), p, g));
         }
         self.rnn.visit_mut(&mut |n, p, g| f(&format!("rnn.{n}"), p, g));
-        self.linear.visit_mut(&mut |n, p, g| f(&format!("linear.{n}"), p, g));
+        if let Some(pr) = &mut self.proj {
+            pr.visit_mut(&mut |n, p, g| f(&format!("proj.{n}"), p, g));
+        }
+        let tied = self.options.tie_weights;
+        self.linear.visit_mut(&mut |n, p, g| {
+            if !(tied && n == "weight") {
+                f(&format!("linear.{n}"), p, g)
+            }
+        });
+        self.sync_tied();
     }
 }
 
