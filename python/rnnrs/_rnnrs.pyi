@@ -37,6 +37,7 @@ __all__ = [
     "beam_search",
     "sample",
     "Sampler",
+    "ContinuousSampler",
     "MAX_SEQUENCES",
     "MAX_TOKENS",
     "set_num_threads",
@@ -342,6 +343,50 @@ class Sampler:
     def weights_used(self) -> Literal["f32", "f16"]:
         """The weight storage the last ``advance`` used (``"auto"`` resolved); before the first,
         the one it will use."""
+
+_SeqStep = tuple[int, int | None, float | None, list[tuple[int, float]], bool, bool, bool]
+"""``(id, token, logprob, top, finished, stopped, nonfinite)`` of one sequence in one step."""
+
+@final
+class ContinuousSampler:
+    """Continuous batching: sequences with their own options join (:meth:`add`) and leave
+    (:meth:`remove`, or by finishing) between steps; :meth:`step` advances all of them by one token
+    with the GIL released. Each sequence's tokens equal :func:`sample` of it alone with the same
+    seed and options. Use one sampler from one thread at a time."""
+
+    def __new__(cls, model: LanguageModel, capacity: int, weights: Literal["auto", "f32", "f16"] = "auto") -> ContinuousSampler: ...
+    def add(
+        self,
+        prefix: _Ids,
+        seed: int,
+        length: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        stop_tokens: Sequence[int] = ...,
+        banned_tokens: Sequence[int] = ...,
+        top_logprobs: int = 0,
+    ) -> int:
+        """Add a sequence (it joins at the next :meth:`step`); returns its id. ``ValueError`` for a
+        bad option or prefix, or a full sampler."""
+    def remove(self, id: int) -> bool:
+        """Drop sequence ``id``; False if it is not in the sampler."""
+    def step(self, steps: int = 1) -> list[_SeqStep]:
+        """``steps`` steps of every sequence (fewer if the sampler empties), the GIL released: in
+        order, for each sequence that picked a token or finished, ``(id, token, logprob, top,
+        finished, stopped, nonfinite)``; ``top`` is ``[(token, logprob)]`` most probable first.
+        Finished sequences have left the sampler."""
+    def __len__(self) -> int: ...
+    @property
+    def capacity(self) -> int:
+        """Most concurrent sequences."""
+    @property
+    def ids(self) -> list[int]:
+        """Ids of the sequences in the sampler."""
+    @property
+    def last_sizes(self) -> list[int]:
+        """The number of sequences stepped at each step of the last :meth:`step` call."""
 
 @final
 class SeqModel:

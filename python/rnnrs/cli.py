@@ -327,6 +327,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "generate": (".generate", "generate text with a trained (or the built-in) model"),
     "export": (".onnx_export", "export a model to ONNX"),
     "tune": (".tune", "hyper-parameter sweeps on Ray Tune"),
+    "serve": (".serve", "serve a model over an OpenAI-compatible HTTP API with a web page"),
 }
 
 

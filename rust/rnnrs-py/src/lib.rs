@@ -27,7 +27,7 @@ mod _rnnrs {
     #[pymodule_export]
     use crate::recurrent::Recurrent;
     #[pymodule_export]
-    use crate::sample::{beam_search, sample, Sampler};
+    use crate::sample::{beam_search, sample, ContinuousSampler, Sampler};
     #[pymodule_export]
     use crate::seqmodel::SeqModel;
 

@@ -1,4 +1,4 @@
-//! Generation: `sample`, `beam_search` and the streaming `Sampler` — extract, run the core's loop
+//! Generation: `sample`, `beam_search`, the streaming `Sampler` and `ContinuousSampler` — extract, run the core's loop
 //! with the GIL released, convert. The loop itself is `rnnrs::Sampler`/`rnnrs::beam_search_until`.
 //! Both look at Python's signal handlers every few tens of milliseconds, so Ctrl-C stops a long
 //! generation with `KeyboardInterrupt` (or whatever the handler raises).
@@ -240,6 +240,157 @@ impl Sampler {
         match &self.inner {
             Inner::F32(s) => (0..s.num_sequences()).map(|i| s.stopped(i)).collect(),
             Inner::F64(s) => (0..s.num_sequences()).map(|i| s.stopped(i)).collect(),
+        }
+    }
+}
+
+enum ContinuousInner {
+    F32(rnnrs::ContinuousSampler<f32>),
+    F64(rnnrs::ContinuousSampler<f64>),
+}
+
+/// What one sequence did in one `ContinuousSampler.step`: `(id, token, logprob, top, finished,
+/// stopped, nonfinite)`; `token` and `logprob` are None when no token was picked.
+type SeqStep = (u64, Option<i64>, Option<f64>, Vec<(i64, f64)>, bool, bool, bool);
+
+/// Continuous batching (`rnnrs::ContinuousSampler`): sequences with their own options join
+/// (`add`) and leave (`remove`, or by finishing) between steps; `step()` advances all of them by
+/// one token with the GIL released. Each sequence's tokens equal `sample` of it alone with the same
+/// seed and options. Use one sampler from one thread at a time.
+#[pyclass(module = "rnnrs._rnnrs")]
+pub struct ContinuousSampler {
+    model: Py<LanguageModel>,
+    inner: ContinuousInner,
+    /// Sequences stepped at each step of the last `step` call.
+    last_sizes: Vec<usize>,
+}
+
+#[pymethods]
+impl ContinuousSampler {
+    #[new]
+    #[pyo3(signature = (model, capacity, weights="auto"))]
+    fn new(model: &Bound<'_, LanguageModel>, capacity: usize, weights: &str) -> PyResult<Self> {
+        let w = weights.parse::<WeightFormat>().map_err(crate::convert::to_py)?;
+        let inner = match &busy(model.try_borrow())?.inner {
+            LmInner::F32(l) => {
+                ContinuousInner::F32(rnnrs::ContinuousSampler::new(&l.model, capacity, w).map_err(crate::convert::to_py)?)
+            }
+            LmInner::F64(l) => {
+                ContinuousInner::F64(rnnrs::ContinuousSampler::new(&l.model, capacity, w).map_err(crate::convert::to_py)?)
+            }
+        };
+        Ok(ContinuousSampler { model: model.clone().unbind(), inner, last_sizes: Vec::new() })
+    }
+
+    /// Add a sequence continuing `prefix` (1-D int64 ids) from `seed`, with its own options (as
+    /// `sample`'s) and `top_logprobs` (0-20) most probable tokens reported per step. It joins at
+    /// the next `step`. Returns its id. `ValueError` for a bad option or prefix, or a full sampler.
+    #[pyo3(signature = (prefix, seed, length, temperature=1.0, top_k=None, top_p=None, repetition_penalty=1.0, stop_tokens=Vec::new(), banned_tokens=Vec::new(), top_logprobs=0))]
+    #[allow(clippy::too_many_arguments)]
+    fn add(
+        &mut self,
+        py: Python<'_>,
+        prefix: &Bound<'_, PyAny>,
+        seed: u64,
+        length: usize,
+        temperature: f64,
+        top_k: Option<usize>,
+        top_p: Option<f64>,
+        repetition_penalty: f64,
+        stop_tokens: Vec<i64>,
+        banned_tokens: Vec<i64>,
+        top_logprobs: usize,
+    ) -> PyResult<u64> {
+        let prefix = ids::<ndarray::Ix1>(prefix, "prefix", 1)?.to_vec();
+        let cfg = config(length, temperature, top_k, top_p, repetition_penalty, stop_tokens, banned_tokens, "auto")?;
+        let model = busy(self.model.bind(py).try_borrow())?;
+        let r = match (&model.inner, &mut self.inner) {
+            (LmInner::F32(l), ContinuousInner::F32(s)) => s.add(&l.model, &prefix, seed, &cfg, top_logprobs),
+            (LmInner::F64(l), ContinuousInner::F64(s)) => s.add(&l.model, &prefix, seed, &cfg, top_logprobs),
+            _ => return Err(PyValueError::new_err("ContinuousSampler: the model's dtype changed since the sampler was created")),
+        };
+        r.map_err(|e| match e {
+            rnnrs::Error::State(m) => PyValueError::new_err(m),
+            e => crate::convert::to_py(e),
+        })
+    }
+
+    /// Drop sequence `id`; False if it is not in the sampler (finished, removed or unknown).
+    fn remove(&mut self, id: u64) -> bool {
+        match &mut self.inner {
+            ContinuousInner::F32(s) => s.remove(id),
+            ContinuousInner::F64(s) => s.remove(id),
+        }
+    }
+
+    /// `steps` steps (default 1; fewer if the sampler empties) of every sequence, with the GIL
+    /// released throughout (several steps per call save handing the GIL back and forth). Returns,
+    /// in order, for every sequence that picked a token or finished at each step, `(id, token,
+    /// logprob, top, finished, stopped, nonfinite)`: `top` lists `(token, logprob)` most probable
+    /// first; finished sequences have left the sampler.
+    #[pyo3(signature = (steps=1))]
+    fn step(&mut self, py: Python<'_>, steps: usize) -> PyResult<Vec<SeqStep>> {
+        fn run<F: rnnrs::Element>(
+            s: &mut rnnrs::ContinuousSampler<F>,
+            m: &rnnrs::LanguageModel<F>,
+            steps: usize,
+            sizes: &mut Vec<usize>,
+        ) -> rnnrs::Result<Vec<rnnrs::SequenceStep>> {
+            let mut out = Vec::new();
+            for _ in 0..steps {
+                if s.is_empty() {
+                    break;
+                }
+                sizes.push(s.len());
+                out.extend(s.step(m)?);
+            }
+            Ok(out)
+        }
+        let sizes = &mut self.last_sizes;
+        sizes.clear();
+        let model = busy(self.model.bind(py).try_borrow())?;
+        let events = match (&model.inner, &mut self.inner) {
+            (LmInner::F32(l), ContinuousInner::F32(s)) => detached(py, || run(s, &l.model, steps, sizes))?,
+            (LmInner::F64(l), ContinuousInner::F64(s)) => detached(py, || run(s, &l.model, steps, sizes))?,
+            _ => return Err(PyValueError::new_err("ContinuousSampler: the model's dtype changed since the sampler was created")),
+        };
+        Ok(events
+            .into_iter()
+            .map(|e| {
+                let top = e.top.iter().map(|&(t, lp)| (t as i64, lp)).collect();
+                (e.id, e.token.map(|t| t.0 as i64), e.token.map(|t| t.1), top, e.finished, e.stopped, e.nonfinite)
+            })
+            .collect())
+    }
+
+    fn __len__(&self) -> usize {
+        match &self.inner {
+            ContinuousInner::F32(s) => s.len(),
+            ContinuousInner::F64(s) => s.len(),
+        }
+    }
+
+    /// Most concurrent sequences.
+    #[getter]
+    fn capacity(&self) -> usize {
+        match &self.inner {
+            ContinuousInner::F32(s) => s.capacity(),
+            ContinuousInner::F64(s) => s.capacity(),
+        }
+    }
+
+    /// The number of sequences stepped at each step of the last `step` call.
+    #[getter]
+    fn last_sizes(&self) -> Vec<usize> {
+        self.last_sizes.clone()
+    }
+
+    /// Ids of the sequences in the sampler.
+    #[getter]
+    fn ids(&self) -> Vec<u64> {
+        match &self.inner {
+            ContinuousInner::F32(s) => s.ids(),
+            ContinuousInner::F64(s) => s.ids(),
         }
     }
 }

@@ -79,7 +79,9 @@ pub use model::{LanguageModel, LanguageModelConfig, State, StepStats};
 pub use module::Module;
 pub use optim::{clip_grad_norm, grad_norm, Optimizer, OptimizerConfig};
 pub use recurrent_cell::{CellGrads, CellState, RecurrentCell};
-pub use sample::{beam_search, beam_search_until, sample, Beam, SampleConfig, Sampled, Sampler, WeightFormat};
+pub use sample::{
+    beam_search, beam_search_until, sample, Beam, ContinuousSampler, SampleConfig, Sampled, Sampler, SequenceStep, WeightFormat,
+};
 pub use seqmodel::{Activation, LayerSpec, LossKind, SeqInput, SeqModel, SeqModelConfig, SeqStats, SeqTarget};
 
 /// The README's Rust example, compiled and run as a doctest so that it stays true.

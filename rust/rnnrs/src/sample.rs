@@ -374,6 +374,64 @@ struct Policy {
     banned: Vec<usize>,
 }
 
+impl Policy {
+    /// The per-row form of a validated `config` for a vocabulary of `v` tokens.
+    fn new(config: &SampleConfig, v: usize) -> Self {
+        let mut is_stop = vec![false; v];
+        for &t in &config.stop_tokens {
+            is_stop[t] = true;
+        }
+        let top_k = config.top_k.filter(|&k| k < v);
+        let top_p = config.top_p.filter(|&p| p < 1.0);
+        let penalty = (config.repetition_penalty != 1.0).then_some(config.repetition_penalty);
+        Policy {
+            length: config.length,
+            greedy: config.temperature == 0.0,
+            temperature: config.temperature,
+            top_k,
+            top_p,
+            penalty,
+            is_stop,
+            banned: config.banned_tokens.clone(),
+        }
+    }
+}
+
+impl<F: Element> Row<F> {
+    /// A sequence continuing `prefix` (checked) from `seed`, its buffers sized for `policy`.
+    fn new(prefix: &[usize], seed: u64, policy: &Policy, v: usize) -> Self {
+        let prefix = prefix.to_vec();
+        let needs_order = !policy.greedy && (policy.top_k.is_some() || policy.top_p.is_some());
+        let (mut seen, mut seen_list) = (Vec::new(), Vec::new());
+        if policy.penalty.is_some() {
+            seen = vec![false; v];
+            seen_list.reserve_exact(prefix.len() + policy.length);
+            for &t in &prefix {
+                if !seen[t] {
+                    seen[t] = true;
+                    seen_list.push(t);
+                }
+            }
+        }
+        Row {
+            prefix,
+            rng: rng::stream(&[seed, SAMPLE_STREAM]),
+            ids: Vec::with_capacity(policy.length),
+            logprobs: Vec::with_capacity(policy.length),
+            seen,
+            seen_list,
+            work: vec![0.0; v],
+            scratch: vec![F::zero(); v],
+            cum: vec![0.0; v],
+            order: if needs_order { vec![0; v] } else { Vec::new() },
+            sums: if needs_order && policy.top_k.is_none() { vec![0.0; RADIX] } else { Vec::new() },
+            done: policy.length == 0,
+            stopped: false,
+            nonfinite: false,
+        }
+    }
+}
+
 /// A batch of sequences being generated: create with [`Sampler::new`], then [`Sampler::advance`]
 /// in chunks (streaming) or [`Sampler::run`] to the end. The model is passed to every call (it must
 /// be the same architecture; its weights are read, never changed).
@@ -463,58 +521,8 @@ impl<F: Element> Sampler<F> {
                 format!("{} × {b}", config.length),
             ));
         }
-        let mut is_stop = vec![false; v];
-        for &t in &config.stop_tokens {
-            is_stop[t] = true;
-        }
-        let top_k = config.top_k.filter(|&k| k < v);
-        let top_p = config.top_p.filter(|&p| p < 1.0);
-        let penalty = (config.repetition_penalty != 1.0).then_some(config.repetition_penalty);
-        let policy = Policy {
-            length: config.length,
-            greedy: config.temperature == 0.0,
-            temperature: config.temperature,
-            top_k,
-            top_p,
-            penalty,
-            is_stop,
-            banned: config.banned_tokens.clone(),
-        };
-        let needs_order = !policy.greedy && (top_k.is_some() || top_p.is_some());
-        let rows = prefixes
-            .iter()
-            .zip(seeds)
-            .map(|(p, &seed)| {
-                let prefix = p.as_ref().to_vec();
-                let (mut seen, mut seen_list) = (Vec::new(), Vec::new());
-                if penalty.is_some() {
-                    seen = vec![false; v];
-                    seen_list.reserve_exact(prefix.len() + config.length);
-                    for &t in &prefix {
-                        if !seen[t] {
-                            seen[t] = true;
-                            seen_list.push(t);
-                        }
-                    }
-                }
-                Row {
-                    prefix,
-                    rng: rng::stream(&[seed, SAMPLE_STREAM]),
-                    ids: Vec::with_capacity(config.length),
-                    logprobs: Vec::with_capacity(config.length),
-                    seen,
-                    seen_list,
-                    work: vec![0.0; v],
-                    scratch: vec![F::zero(); v],
-                    cum: vec![0.0; v],
-                    order: if needs_order { vec![0; v] } else { Vec::new() },
-                    sums: if needs_order && top_k.is_none() { vec![0.0; RADIX] } else { Vec::new() },
-                    done: config.length == 0,
-                    stopped: false,
-                    nonfinite: false,
-                }
-            })
-            .collect();
+        let policy = Policy::new(&config, v);
+        let rows = prefixes.iter().zip(seeds).map(|(p, &seed)| Row::new(p.as_ref(), seed, &policy, v)).collect();
         let used = Streamed::of(model, config.weights)?.format();
         let per_group = b.div_ceil(row_groups(b));
         let groups = (0..b.div_ceil(per_group))
@@ -634,6 +642,9 @@ impl<F: Element> Sampler<F> {
     }
 }
 
+pub mod continuous;
+pub use continuous::{ContinuousSampler, SequenceStep, MAX_TOP_LOGPROBS};
+
 /// Rows stepped by one thread at a time: at least this many per group (below it, the products
 /// of all rows are split by columns instead).
 const MIN_GROUP_ROWS: usize = 8;
@@ -683,7 +694,7 @@ impl<F: Element> Group<F> {
         let logits = &self.stepper.logits[..rows.len() * v];
         let pick = |(lg, row): (&[F], &mut Row<F>)| {
             if !row.done && s + 1 >= row.prefix.len() {
-                choose(lg, row, policy);
+                let _ = choose(lg, row, policy);
             }
         };
         if parallel && rows.len() > 1 && rows.len() * v >= 1 << 14 {
@@ -882,14 +893,15 @@ fn draw_all(w: &[f64], cum: &[f64], u: f64) -> usize {
     w.iter().rposition(|&x| x > 0.0).unwrap_or(0)
 }
 
-/// Pick the next token of `row` from its logits and record it.
-fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
+/// Pick the next token of `row` from its logits and record it. Returns `log Σ exp(logits)` (not
+/// finite, and nothing recorded, when a logit is NaN or infinite).
+fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) -> f64 {
     // `work` = exp(l - max): the sampling weights when nothing modifies the distribution.
     let lse = log_sum_exp(logits, &mut row.scratch, &mut row.work, &mut row.cum);
     if !lse.is_finite() {
         row.nonfinite = true;
         row.done = true;
-        return;
+        return lse;
     }
     let token = 'pick: {
         if p.temperature != 1.0 || p.penalty.is_some() || !p.banned.is_empty() {
@@ -957,6 +969,7 @@ fn choose<F: Element>(logits: &[F], row: &mut Row<F>, p: &Policy) {
     } else if row.ids.len() >= p.length {
         row.done = true;
     }
+    lse
 }
 
 /// Beam search: keep the `width` most probable continuations (by total model log-probability) for
@@ -1024,16 +1037,7 @@ pub fn beam_search_until<F: Element>(
             if !lse.is_finite() {
                 return Err(Error::NonFinite(format!("beam search: a NaN or infinite logit at step {t}")));
             }
-            // The `width` largest logits of this beam, larger first, smaller id first on ties.
-            tops.clear();
-            for (i, &x) in lg.iter().enumerate() {
-                let x = x.to_f64();
-                if tops.len() < width || x > tops[tops.len() - 1].0 {
-                    let pos = tops.iter().position(|&(y, _)| x > y).unwrap_or(tops.len());
-                    tops.insert(pos, (x, i));
-                    tops.truncate(width);
-                }
-            }
+            largest_logits(lg, width, &mut tops);
             for (rank, &(x, tok)) in tops.iter().enumerate() {
                 let lp = x - lse;
                 cands.push((score + lp, b, rank, tok, lp));
@@ -1075,6 +1079,19 @@ pub fn beam_search_until<F: Element>(
         (ids[t], logprobs[t], j) = (tok, lp, parent);
     }
     Ok(Some(Beam { ids, logprobs, total_logprob: if length > 0 { scores[0] } else { 0.0 } }))
+}
+
+/// The `n` largest logits as `(logit, token)` in `tops`: larger first, smaller id first on ties.
+fn largest_logits<F: Element>(logits: &[F], n: usize, tops: &mut Vec<(f64, usize)>) {
+    tops.clear();
+    for (i, &x) in logits.iter().enumerate() {
+        let x = x.to_f64();
+        if tops.len() < n || x > tops[tops.len() - 1].0 {
+            let pos = tops.iter().position(|&(y, _)| x > y).unwrap_or(tops.len());
+            tops.insert(pos, (x, i));
+            tops.truncate(n);
+        }
+    }
 }
 
 /// One-token-at-a-time inference through the model for up to `rows` sequences, with every buffer
@@ -1243,6 +1260,28 @@ impl<F: Element> Stepper<F> {
         };
         affine(top, hs, w, vector(&lin.bias)?, &mut self.logits[..b * cfg.vocab_size], &mut self.tmp, split);
         Ok(())
+    }
+
+    /// Row `to` of every state becomes a copy of row `from`.
+    fn copy_row(&mut self, from: usize, to: usize) {
+        let hs = self.h_new.len() / self.rows;
+        for l in 0..self.h.len() {
+            self.h[l].copy_within(from * hs..(from + 1) * hs, to * hs);
+            if !self.c[l].is_empty() {
+                self.c[l].copy_within(from * hs..(from + 1) * hs, to * hs);
+            }
+        }
+    }
+
+    /// Row `i` of every state becomes the initial (zero) state.
+    fn zero_row(&mut self, i: usize) {
+        let hs = self.h_new.len() / self.rows;
+        for l in 0..self.h.len() {
+            self.h[l][i * hs..(i + 1) * hs].fill(F::zero());
+            if !self.c[l].is_empty() {
+                self.c[l][i * hs..(i + 1) * hs].fill(F::zero());
+            }
+        }
     }
 
     /// Copy row 0's states and logits to rows `1..rows`.

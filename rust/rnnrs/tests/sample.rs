@@ -6,7 +6,7 @@
 use half::f16;
 use ndarray::{Array2, ArrayD};
 use rnnrs::{
-    beam_search, sample, CellKind, Element, Error, LanguageModel, LanguageModelConfig, Module, Optimizer, OptimizerConfig,
+    beam_search, sample, CellKind, ContinuousSampler, Element, Error, LanguageModel, LanguageModelConfig, Module, Optimizer, OptimizerConfig,
     SampleConfig, Sampler, WeightFormat,
 };
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -636,4 +636,237 @@ fn an_optimizer_with_state_refuses_another_model() {
     let mut sgd = Optimizer::new(OptimizerConfig::sgd(0.1)).unwrap();
     a.train_step(ids.view(), ids.view(), None, None, &mut sgd).unwrap();
     b.train_step(ids.view(), ids.view(), None, None, &mut sgd).unwrap();
+}
+
+// ------------------------------------------------------------------- continuous batching (join/leave)
+
+/// Per-sequence options of the continuous-batching tests: mixed temperatures, filters, penalties,
+/// stop and ban lists, lengths (sequence `i`).
+fn mixed(i: usize, vocab: usize) -> SampleConfig {
+    let base = SampleConfig::new(3 + (i * 7) % 19);
+    match i % 6 {
+        0 => base.temperature(0.8).top_p(0.9),
+        1 => base.temperature(1.3),
+        2 => base.temperature(0.0),
+        3 => base.top_k(4).top_p(0.7).repetition_penalty(1.3),
+        4 => base.temperature(0.6).stop_tokens(vec![2 % vocab]).banned_tokens(vec![0]),
+        _ => base.top_p(0.5).repetition_penalty(0.8),
+    }
+}
+
+/// Run sequences `(join step, prefix, seed, config)` through one continuous sampler of `capacity`,
+/// removing the ids of `cancel` at their step; returns each sequence's tokens, logprobs and whether
+/// it stopped, and the largest number of sequences stepped together.
+#[allow(clippy::type_complexity)]
+fn run_continuous<F: Element>(
+    m: &LanguageModel<F>,
+    capacity: usize,
+    seqs: &[(usize, Vec<usize>, u64, SampleConfig)],
+    cancel: &[(usize, usize)],
+    top: usize,
+) -> (Vec<(Vec<usize>, Vec<f64>, bool)>, usize) {
+    let mut s = ContinuousSampler::new(m, capacity, WeightFormat::Auto).unwrap();
+    let mut out = vec![(Vec::new(), Vec::new(), false); seqs.len()];
+    let mut ids = vec![u64::MAX; seqs.len()];
+    let mut finished = vec![false; seqs.len()];
+    let mut widest = 0;
+    for step in 0.. {
+        for (k, (at, prefix, seed, cfg)) in seqs.iter().enumerate() {
+            if *at == step {
+                ids[k] = s.add(m, prefix, *seed, cfg, top).unwrap();
+            }
+        }
+        for &(at, k) in cancel {
+            if at == step {
+                assert!(s.remove(ids[k]));
+                assert!(!s.remove(ids[k]), "removed twice");
+            }
+        }
+        if s.is_empty() && seqs.iter().all(|q| q.0 <= step) {
+            break;
+        }
+        widest = widest.max(s.len());
+        for ev in s.step(m).unwrap() {
+            let k = ids.iter().position(|&i| i == ev.id).unwrap();
+            assert!(!finished[k], "an event after the end");
+            if let Some((t, lp)) = ev.token {
+                out[k].0.push(t);
+                out[k].1.push(lp);
+                if top > 0 {
+                    assert_eq!(ev.top.len(), top);
+                    assert!(ev.top.windows(2).all(|w| w[0].1 >= w[1].1), "{:?}", ev.top);
+                    assert!(ev.top[0].1 >= lp - 1e-12 && ev.top[0].1 <= 0.0);
+                    if let Some(&(_, l)) = ev.top.iter().find(|e| e.0 == t) {
+                        assert_eq!(l, lp, "the token's own logprob in its top list");
+                    }
+                } else {
+                    assert!(ev.top.is_empty());
+                }
+            }
+            out[k].2 = ev.stopped;
+            finished[k] = ev.finished;
+        }
+        assert!(step < 10_000);
+    }
+    (out, widest)
+}
+
+fn check_continuous_equals_alone<F: Element>(m: &LanguageModel<F>, vocab: usize, n: usize, capacity: usize) {
+    let seqs: Vec<(usize, Vec<usize>, u64, SampleConfig)> = (0..n)
+        .map(|i| {
+            let prefix: Vec<usize> = (0..1 + i % 4).map(|j| (i * 3 + j * 5 + 1) % vocab).collect();
+            ((i * 5) % 23, prefix, 100 + i as u64 * 17, mixed(i, vocab))
+        })
+        .collect();
+    let (got, widest) = run_continuous(m, capacity, &seqs, &[], 3);
+    assert!(widest >= 4.min(n), "sequences were stepped together: {widest}");
+    for (k, (_, prefix, seed, cfg)) in seqs.iter().enumerate() {
+        let alone = sample(m, &[prefix], &[*seed], cfg).unwrap().remove(0);
+        assert_eq!(got[k].0, alone.ids, "sequence {k} ({cfg:?})");
+        assert_eq!(got[k].1, alone.logprobs, "sequence {k}: logprobs bit for bit");
+        assert_eq!(got[k].2, alone.stopped, "sequence {k}");
+    }
+}
+
+#[test]
+fn continuous_batching_equals_each_sequence_alone() {
+    check_continuous_equals_alone(&trained(), 12, 14, 16);
+    check_continuous_equals_alone(&random::<f32>(CellKind::Lstm, Some(6), 40, 48, 2), 40, 20, 32);
+    check_continuous_equals_alone(&random::<f64>(CellKind::Gru, None, 25, 20, 1), 25, 9, 9);
+    check_continuous_equals_alone(&random::<f32>(CellKind::RnnTanh, Some(5), 30, 16, 1), 30, 6, 64);
+    // Float16-exact weights (read as float16 by Auto, like the built-in model).
+    let h = rounded_to_f16(&random::<f32>(CellKind::Lstm, Some(8), 50, 64, 2));
+    check_continuous_equals_alone(&h, 50, 12, 12);
+}
+
+#[test]
+fn continuous_batching_does_not_depend_on_threads() {
+    let m = random::<f32>(CellKind::Lstm, Some(16), 300, 256, 2);
+    let seqs: Vec<(usize, Vec<usize>, u64, SampleConfig)> =
+        (0..10).map(|i| (i % 3, vec![i + 1, 2 * i + 3], i as u64, mixed(i, 300))).collect();
+    let runs: Vec<_> = [1, 2, 3]
+        .iter()
+        .map(|&t| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+            pool.install(|| run_continuous(&m, 10, &seqs, &[], 0).0)
+        })
+        .collect();
+    assert_eq!(runs[0], runs[1]);
+    assert_eq!(runs[0], runs[2]);
+    for (k, (_, prefix, seed, cfg)) in seqs.iter().enumerate() {
+        assert_eq!(runs[0][k].0, one(&m, prefix, *seed, cfg), "sequence {k}");
+    }
+}
+
+#[test]
+fn removed_sequences_leave_and_the_others_are_unchanged() {
+    let m = random::<f32>(CellKind::Gru, Some(6), 30, 24, 2);
+    let seqs: Vec<(usize, Vec<usize>, u64, SampleConfig)> =
+        (0..8).map(|i| (i % 2, vec![i + 1], 7 + i as u64, SampleConfig::new(30).temperature(0.9))).collect();
+    // Sequences 1, 4 and 6 are cancelled after 3, 10 and 0 steps.
+    let (got, _) = run_continuous(&m, 8, &seqs, &[(3, 1), (10, 4), (1, 6)], 0);
+    for (k, (_, prefix, seed, cfg)) in seqs.iter().enumerate() {
+        let alone = one(&m, prefix, *seed, cfg);
+        match k {
+            1 | 4 | 6 => {
+                assert!(got[k].0.len() < alone.len());
+                assert_eq!(got[k].0, alone[..got[k].0.len()], "a cancelled sequence's tokens so far");
+            }
+            _ => assert_eq!(got[k].0, alone, "sequence {k}"),
+        }
+    }
+    // A freed slot is reused: capacity 2, four sequences one after another.
+    let mut s = ContinuousSampler::new(&m, 2, WeightFormat::Auto).unwrap();
+    let cfg = SampleConfig::new(5);
+    let a = s.add(&m, &[1], 1, &cfg, 0).unwrap();
+    let b = s.add(&m, &[2], 2, &cfg, 0).unwrap();
+    assert!(matches!(s.add(&m, &[3], 3, &cfg, 0), Err(Error::State(msg)) if msg.contains("full")));
+    assert_eq!(s.len(), 2);
+    s.step(&m).unwrap();
+    assert!(s.remove(a));
+    let c = s.add(&m, &[3], 3, &cfg, 0).unwrap();
+    assert!(c != a && c != b);
+    let mut toks = Vec::new();
+    while !s.is_empty() {
+        for ev in s.step(&m).unwrap() {
+            if ev.id == c {
+                toks.extend(ev.token.map(|t| t.0));
+            }
+        }
+    }
+    assert_eq!(toks, one(&m, &[3], 3, &cfg));
+    assert_eq!(s.capacity(), 2);
+    assert!(s.step(&m).unwrap().is_empty(), "an empty sampler steps nothing");
+}
+
+#[test]
+fn continuous_sampler_reports_length_zero_and_stop_tokens() {
+    let m = trained();
+    let mut s = ContinuousSampler::new(&m, 4, WeightFormat::Auto).unwrap();
+    let z = s.add(&m, &[1, 2], 0, &SampleConfig::new(0), 0).unwrap();
+    let ev = s.step(&m).unwrap();
+    assert_eq!(ev.len(), 1);
+    assert_eq!((ev[0].id, ev[0].token, ev[0].finished), (z, None, true));
+    assert!(s.is_empty());
+    // Greedy on the trained pattern 1 2 3 4 5 1 2 6 ...: a stop token is included and reported.
+    let cfg = SampleConfig::greedy(20).stop_tokens(vec![5]);
+    let alone = sample(&m, &[vec![1, 2, 3]], &[0], &cfg).unwrap().remove(0);
+    let (got, _) = run_continuous(&m, 4, &[(0, vec![1, 2, 3], 0, cfg)], &[], 1);
+    assert_eq!(got[0].0, alone.ids);
+    assert_eq!(got[0].2, alone.stopped);
+}
+
+#[test]
+fn continuous_sampler_top_logprobs_are_the_models_log_softmax() {
+    let m = trained();
+    let prefix = [1usize, 2, 3];
+    let mut s = ContinuousSampler::new(&m, 1, WeightFormat::Auto).unwrap();
+    s.add(&m, &prefix, 3, &SampleConfig::new(1), 5).unwrap();
+    let mut ev = Vec::new();
+    while ev.is_empty() {
+        ev = s.step(&m).unwrap();
+    }
+    let want = log_softmax(&last_logits(&m, &prefix));
+    let mut order: Vec<usize> = (0..want.len()).collect();
+    order.sort_by(|&a, &b| want[b].partial_cmp(&want[a]).unwrap().then(a.cmp(&b)));
+    let top = &ev[0].top;
+    assert_eq!(top.iter().map(|t| t.0).collect::<Vec<_>>(), order[..5].to_vec());
+    for &(t, lp) in top {
+        assert!((lp - want[t]).abs() < 1e-4, "{t}: {lp} vs {}", want[t]);
+    }
+}
+
+#[test]
+fn continuous_sampler_refuses_bad_arguments() {
+    let m = random::<f32>(CellKind::Lstm, Some(4), 10, 8, 1);
+    let other = random::<f32>(CellKind::Lstm, Some(4), 11, 8, 1);
+    for cap in [0, rnnrs::sample::MAX_SEQUENCES + 1] {
+        assert!(matches!(ContinuousSampler::new(&m, cap, WeightFormat::Auto), Err(Error::Invalid { .. })));
+    }
+    let m64 = random::<f64>(CellKind::Lstm, Some(4), 10, 8, 1);
+    assert!(ContinuousSampler::new(&m64, 2, WeightFormat::F16).is_err());
+    let mut s = ContinuousSampler::new(&m, 2, WeightFormat::F32).unwrap();
+    let ok = SampleConfig::new(3);
+    let bad: Vec<(Vec<usize>, SampleConfig, usize, &str)> = vec![
+        (vec![], ok.clone(), 0, "prefix"),
+        (vec![10], ok.clone(), 0, "prefix token id"),
+        (vec![1], ok.clone().temperature(-1.0), 0, "temperature"),
+        (vec![1], ok.clone().top_p(0.0), 0, "top_p"),
+        (vec![1], ok.clone().top_k(0), 0, "top_k"),
+        (vec![1], ok.clone().repetition_penalty(0.0), 0, "repetition_penalty"),
+        (vec![1], ok.clone().stop_tokens(vec![10]), 0, "stop token"),
+        (vec![1], ok.clone().banned_tokens((0..10).collect::<Vec<_>>()), 0, "banned tokens"),
+        (vec![1], ok.clone().weights(WeightFormat::F16), 0, "weights"),
+        (vec![1], ok.clone(), rnnrs::sample::MAX_TOP_LOGPROBS + 1, "top_logprobs"),
+    ];
+    for (prefix, cfg, top, what) in bad {
+        match s.add(&m, &prefix, 0, &cfg, top) {
+            Err(Error::Invalid { what: w, .. }) => assert_eq!(w, what),
+            other => panic!("{what}: expected an Invalid error, got {other:?}"),
+        }
+    }
+    assert!(s.is_empty(), "nothing was added");
+    assert!(matches!(s.add(&other, &[1], 0, &ok, 0), Err(Error::State(_))));
+    assert!(matches!(s.step(&other), Err(Error::State(_))));
+    assert!(!s.remove(12345));
 }
