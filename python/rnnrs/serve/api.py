@@ -243,6 +243,8 @@ class ChoiceText:
         self.emitted = 0  # characters of `text` already handed out
         self.glue = gen._glue(prompt)
         self.word = gen.tokenizer.level == "word"
+        # Subword (BPE) tokens may end inside a character: its bytes wait for the rest.
+        self._stream = gen.tokenizer.stream() if gen.tokenizer.level == "bpe" else None
         self.tokens = 0
         self.finish_reason: Optional[str] = None
         # Log-probabilities: per token (string, logprob, top, offset in the completion).
@@ -257,7 +259,7 @@ class ChoiceText:
         if self.finish_reason is not None:
             return
         self.tokens += 1
-        piece = self._decode(token)
+        piece = self._stream.step(token) if self._stream is not None else self._decode(token)
         start = len(self.text) + len(self.glue)
         if self.want_logprobs:
             tops = {self._decode(t): lp for t, lp in top} if top else ({} if top is not None else None)
