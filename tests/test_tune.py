@@ -135,8 +135,9 @@ def test_data_and_space_file_errors(tmp_path):
     named.write_text(TEXT)
     with pytest.raises(ValueError, match="a str is the corpus text itself, got the name of a file"):
         rnnrs.tune.tuner(str(named), {}, max_steps=10)
-    with pytest.raises(TypeError, match="expected one corpus file"):
-        rnnrs.tune.tuner([str(tmp_path / "a.txt")], {}, max_steps=10)
+    with pytest.raises(ValueError, match="no such file"):  # several files, as --corpus takes them
+        rnnrs.tune.tuner([str(named), str(tmp_path / "a.txt")], {}, max_steps=10)
+    assert rnnrs.tune.tuner([str(named), str(named)], {}, max_steps=10, storage_path=str(tmp_path / "s")) is not None
     with pytest.raises(ValueError, match="max_steps: expected an integer >= 1, got 0"):
         rnnrs.tune.tuner(TEXT, {}, max_steps=0)
     with pytest.raises(ValueError, match=r"space\['lr'\]\.loguniform: expected 2 numbers"):

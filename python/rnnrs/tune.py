@@ -215,11 +215,14 @@ def _check_corpus(text: Any, corpus: Any) -> Tuple[Optional[str], Optional[str]]
     if text is not None and not isinstance(text, str):
         raise TypeError(f"text: expected the corpus as a str, got {type(text).__name__}")
     if corpus is not None:
-        if not isinstance(corpus, (str, os.PathLike)):
-            raise TypeError(f"corpus: expected a path (str or os.PathLike), got {type(corpus).__name__}")
-        corpus = os.fspath(corpus)
-        if not os.path.isabs(corpus):
-            raise ValueError(f"corpus: expected an absolute path (trials change directory), got {corpus!r}")
+        paths = list(corpus) if isinstance(corpus, (list, tuple)) else [corpus]
+        for p in paths:
+            if not isinstance(p, (str, os.PathLike)):
+                raise TypeError(f"corpus: expected a path (str or os.PathLike) or a list of them, got "
+                                f"{type(p).__name__}")
+            if not os.path.isabs(os.fspath(p)):
+                raise ValueError(f"corpus: expected absolute paths (trials change directory), got {os.fspath(p)!r}")
+        corpus = [os.fspath(p) for p in paths] if isinstance(corpus, (list, tuple)) else os.fspath(corpus)
     return text, corpus
 
 
@@ -324,15 +327,22 @@ def _data_options(data: Any, fixed: Dict[str, Any]) -> Dict[str, Any]:
                              "pathlib.Path(...) or corpus=... to train on the file")
         return {"text": data}
     path = data if data is not None else corpus
-    if isinstance(path, (list, tuple)):
-        raise TypeError(f"data: expected one corpus file (the trainer reads one, as --corpus does), got a "
-                        f"{type(path).__name__} of {len(path)}")
-    if not isinstance(path, (str, os.PathLike)):
-        raise TypeError(f"data: expected the text (str) or a corpus path (os.PathLike), got {type(path).__name__}")
+    many = isinstance(path, (list, tuple))
+    for p in path if many else [path]:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"data: expected the text (str), a corpus path (os.PathLike) or a list of paths, got "
+                            f"{type(p).__name__}")
+    from .corpus import corpus_files
     from .trainer import read_corpus
-    path = os.path.abspath(os.fspath(path))
-    read_corpus(path)  # a missing or unreadable file is a ConfigError (a ValueError) now, not in every trial
-    return {"corpus": path}
+    paths = [os.path.abspath(os.fspath(p)) for p in (path if many else [path])]
+    for f in corpus_files(paths):  # a missing or unreadable file is a ConfigError (a ValueError) now, not in every trial
+        read_corpus(f)
+    return {"corpus": paths if many else paths[0]}
+
+
+def _cli_corpus(paths: List[str]) -> Any:
+    """``--corpus``: one path (a ``Path``: a file, not text) or a list of them."""
+    return Path(os.path.abspath(paths[0])) if len(paths) == 1 else [os.path.abspath(p) for p in paths]
 
 
 def _split_storage(storage_path: Optional[Any]) -> Tuple[Optional[str], Optional[str]]:
@@ -605,7 +615,8 @@ def format_table(rows: List[Dict[str, Any]]) -> str:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``rnnrs tune`` (works without Ray)."""
     from .cli import _positive_int, _nonneg_int
-    parser.add_argument("--corpus", metavar="FILE", help="UTF-8 text file (required unless --resume)")
+    parser.add_argument("--corpus", metavar="PATH", nargs="+",
+                        help="UTF-8 text files or folders, as rnnrs train takes them (required unless --resume)")
     parser.add_argument("--out", metavar="DIR", required=True,
                         help="the sweep's directory (Ray's storage_path): trials and their checkpoints")
     space = parser.add_mutually_exclusive_group()
@@ -705,7 +716,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.resume:
             _read_spec(out)  # a clear error now if --out holds no sweep
-            data: Any = Path(os.path.abspath(args.corpus)) if args.corpus else None
+            data: Any = _cli_corpus(args.corpus) if args.corpus else None
             space: Dict[str, Any] = {}
             t_args: Dict[str, Any] = {}
         else:
@@ -716,7 +727,7 @@ def run(args: argparse.Namespace) -> int:
                           cpus_per_trial=args.cpus_per_trial, max_concurrent_trials=args.max_concurrent,
                           seed=args.seed, storage_path=out, max_failures=args.max_failures)
             _check_options(space, {})
-            data = Path(os.path.abspath(args.corpus))
+            data = _cli_corpus(args.corpus)
             _data_options(data, {})
     except (ValueError, TypeError) as e:
         return report.error(str(e), EXIT_USAGE)
