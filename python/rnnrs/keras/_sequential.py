@@ -632,13 +632,27 @@ class Sequential(LearningRate):
         """Copies of every parameter with PyTorch's names: ``{"layers.{i}.{name}": array}`` (a
         functional-graph Sequential: ``{"{layer name}.{name}": array}``)."""
         if self._graph is not None:
-            return self._graph.state_dict()
+            return {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l._torch_weights().items()}
         return dict(self._core_or_raise().state_dict())
 
     def load_state_dict(self, weights: Mapping[str, Any]) -> None:
         """Replace every parameter (names as :meth:`state_dict`)."""
         if self._graph is not None:
-            self._graph.load_state_dict(weights)
+            mine = self.state_dict()
+            missing, extra = sorted(set(mine) - set(weights)), sorted(set(weights) - set(mine))
+            if missing or extra:
+                raise ValueError(f"load_state_dict: expected the entries {sorted(mine)}, got missing {missing}, "
+                                 f"unexpected {extra}")
+            for k, v in weights.items():
+                if np.shape(v) != mine[k].shape:
+                    raise ValueError(f"load_state_dict: {k}: expected shape {mine[k].shape}, got {np.shape(v)}")
+                if not np.all(np.isfinite(v)):
+                    raise _rnnrs.NonFiniteError(f"{k}: contains NaN or infinity")
+            for i, l in enumerate(self.layers):
+                prefix = f"layers.{i}."
+                part = {k[len(prefix):]: np.asarray(v) for k, v in weights.items() if k.startswith(prefix)}
+                if part:
+                    l._load_torch(part)
             return
         self._core_or_raise().load_state_dict(
             [(k, np.ascontiguousarray(v, dtype=self.dtype)) for k, v in weights.items()])
@@ -730,7 +744,7 @@ class Sequential(LearningRate):
         from ..checkpoint import write_tensors
         from .._rnnrs import NonFiniteError
         if self._graph is not None:
-            tensors = {f"model.{k}": v for k, v in self._graph.state_dict().items()}
+            tensors = {f"model.{k}": v for k, v in self.state_dict().items()}
         else:
             tensors = {f"model.{k}": v for k, v in self._core_or_raise().state_dict()}
         bad = [k for k, v in tensors.items() if not np.all(np.isfinite(v))]
@@ -814,7 +828,7 @@ def _model_from(tensors: Mapping[str, np.ndarray], meta: Mapping[str, str], path
     weights = {k[len("model."):]: v.astype(model.dtype) for k, v in tensors.items() if k.startswith("model.")}
     opt = [(k[len("optimizer."):], v.astype(model.dtype)) for k, v in tensors.items() if k.startswith("optimizer.")]
     if model._graph is not None:
-        model._graph.load_state_dict(weights)
+        model.load_state_dict(weights)
         g = model._graph
         if "graph_optimizer_steps" in meta and g._opt is not None:
             for k, v in opt:
