@@ -44,6 +44,8 @@ def loss_and_grad(loss: str, p: np.ndarray, y: np.ndarray, mask: Optional[np.nda
         np.put_along_axis(t, y[..., None].astype(np.int64), 1.0, axis=-1)
     else:
         t = np.asarray(y, dtype=p.dtype)
+        if t.shape == p.shape[:-1] and p.shape[-1] == 1:
+            t = t[..., None]  # (labels (N,) for a Dense(1) output, as Keras takes them)
         if t.shape != p.shape:
             raise ValueError(f"y: expected targets of the output's shape {p.shape}, got {t.shape}")
     valid = np.ones(p.shape[:-1], bool) if mask is None or p.ndim == 2 else mask
