@@ -8,6 +8,8 @@ import io
 import numpy as np
 import pytest
 
+import rnnrs
+
 from rnnrs import keras as K
 from rnnrs.keras import callbacks as C
 from rnnrs.keras import layers as L
@@ -162,6 +164,8 @@ def test_get_weights_is_keras_layout_and_init(cls, kind):
     np.testing.assert_allclose(m.predict(x), h @ new[3] + new[4], rtol=1e-10, atol=1e-12)
     with pytest.raises(ValueError, match="expected a list of 5 arrays"):
         m.set_weights(new[:2])
+    with pytest.raises(rnnrs.NonFiniteError, match="contains NaN or infinity"):
+        m.set_weights([np.full_like(a, np.nan) for a in new])
     with pytest.raises(ValueError, match=r"weight 0: expected shape"):
         m.set_weights([new[1]] + new[1:])
 

@@ -204,7 +204,8 @@ class Layer:
             if w.shape != c.shape:
                 raise ValueError(f"{self.name}: set_weights: weight {i}: expected shape {c.shape}, got {w.shape}")
             if not np.all(np.isfinite(w)):
-                raise ValueError(f"{self.name}: set_weights: weight {i}: expected finite values, got NaN/Inf")
+                from .._rnnrs import NonFiniteError
+                raise NonFiniteError(f"{self.name}: set_weights: weight {i} contains NaN or infinity")
         self._load_torch(self._from_keras(weights))
 
     def count_params(self) -> int:
