@@ -11,6 +11,7 @@ import pytest
 import rnnrs
 
 from rnnrs import keras as K
+from rnnrs.keras import _init
 from rnnrs.keras import callbacks as C
 from rnnrs.keras import layers as L
 
@@ -116,12 +117,14 @@ def test_rmsprop_follows_its_formula():
 
 
 # ------------------------------------------------------------------- weights: layout, initialisers
-def keras_forward(kind, weights, x, units):
-    """One recurrent layer from Keras' get_weights() list, with Keras' equations."""
+def keras_forward(kind, weights, x, units, sequences=False):
+    """One recurrent layer from Keras' get_weights() list, with Keras' equations: the last state,
+    or every step's output with ``sequences``."""
     kernel, rec, bias = weights
     b, t, _ = x.shape
     h = np.zeros((b, units))
     c = np.zeros((b, units))
+    ys = []
     for s in range(t):
         if kind == "lstm":
             z = x[:, s] @ kernel + h @ rec + bias
@@ -135,7 +138,34 @@ def keras_forward(kind, weights, x, units):
             h = z * h + (1 - z) * np.tanh(xh + r * hh)
         else:
             h = np.tanh(x[:, s] @ kernel + h @ rec + bias)
-    return h
+        ys.append(h)
+    return np.stack(ys, axis=1) if sequences else h
+
+
+@pytest.mark.parametrize("mode", ["concat", "sum", "mul", "ave"])
+def test_bidirectional_and_go_backwards_follow_keras(mode):
+    """Keras: the backward layer reads the sequence reversed (go_backwards) and, with
+    return_sequences, its outputs are reversed back before merging; a go_backwards layer alone
+    returns its outputs in the order it read them."""
+    _init.FLOATX["dtype"] = "float64"
+    try:
+        rng = np.random.default_rng(8)
+        x = rng.standard_normal((3, 5, 2))
+        inp = K.Input(shape=(None, 2))
+        bi = L.Bidirectional(L.GRU(4, return_sequences=True), merge_mode=mode)
+        back = L.LSTM(3, go_backwards=True, return_sequences=True)
+        model = K.Model(inp, [bi(inp), back(inp)])
+        model.set_weights([rng.standard_normal(w.shape) * 0.5 for w in model.get_weights()])
+        w = bi.get_weights()
+        f = keras_forward("gru", w[:3], x, 4, sequences=True)
+        r = keras_forward("gru", w[3:], x[:, ::-1], 4, sequences=True)[:, ::-1]
+        want = {"concat": np.concatenate([f, r], axis=-1), "sum": f + r, "mul": f * r, "ave": (f + r) / 2}[mode]
+        got_bi, got_back = model.predict(x)
+        np.testing.assert_allclose(got_bi, want, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got_back, keras_forward("lstm", back.get_weights(), x[:, ::-1], 3, sequences=True),
+                                   rtol=1e-10, atol=1e-12)
+    finally:
+        _init.FLOATX["dtype"] = "float32"
 
 
 @pytest.mark.parametrize("cls, kind", [(L.LSTM, "lstm"), (L.GRU, "gru"), (L.SimpleRNN, "rnn")])
