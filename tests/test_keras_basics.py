@@ -192,6 +192,8 @@ def test_get_weights_is_keras_layout_and_init(cls, kind):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-15)
     h = keras_forward(kind, new[:3], x, 5)
     np.testing.assert_allclose(m.predict(x), h @ new[3] + new[4], rtol=1e-10, atol=1e-12)
+    assert m.count_params() == sum(a.size for a in w) == {"lstm": 4, "gru": 3, "rnn": 1}[kind] * 5 * (2 + 5 + 1) \
+        + (15 if kind == "gru" else 0) + 12
     with pytest.raises(ValueError, match="expected a list of 5 arrays"):
         m.set_weights(new[:2])
     with pytest.raises(rnnrs.NonFiniteError, match="contains NaN or infinity"):

@@ -478,7 +478,8 @@ class Model(LearningRate):
         self.load_state_dict(w)
 
     def count_params(self) -> int:
-        return int(sum(v.size for v in self.state_dict().values()))
+        """Keras' count: the sizes of every ``get_weights()`` array (one LSTM/SimpleRNN bias)."""
+        return int(sum(w.size for w in self.get_weights()))
 
     def summary(self, file: Any = None) -> None:
         out = file or sys.stdout

@@ -700,9 +700,12 @@ class Sequential(LearningRate):
         self.load_state_dict(w)
 
     def count_params(self) -> int:
+        """Keras' count: the sizes of every ``get_weights()`` array (one LSTM/SimpleRNN bias, so
+        fewer than ``state_dict()`` holds)."""
         if self._graph is not None:
             return self._graph.count_params()
-        return int(self._core_or_raise().num_params())
+        self._core_or_raise()
+        return int(sum(w.size for w in self.get_weights()))
 
     def summary(self, file: Any = None) -> None:
         """Print the layers, their output shapes and parameter counts."""
@@ -711,18 +714,18 @@ class Sequential(LearningRate):
             return
         out = file or sys.stdout
         print(f'Model: "{self.name}"', file=out)
-        print(f"{'Layer':<34}{'Output shape':<22}{'Params':>10}", file=out)
-        shape: Tuple[Any, ...] = ("N", "T") if self._takes_ids() else ("N", "T", self._input_features or "F")
+        print(f"{'Layer (type)':<40}{'Output shape':<26}{'Params':>10}", file=out)
+        shape: Tuple[Any, ...] = (None, None) if self._takes_ids() else (None, None, self._input_features or None)
         for l in self.layers:
             if isinstance(l, Embedding):
-                shape = ("N", "T", l.output_dim)
+                shape = (None, None, l.output_dim)
             elif isinstance(l, (_RecurrentLayer, Bidirectional)):
                 u = _layer_width(l, 0)
-                shape = ("N", "T", u) if l.return_sequences else ("N", u)
+                shape = (None, None, u) if l.return_sequences else (None, u)
             elif isinstance(l, (Dense, TimeDistributed)):
                 shape = shape[:-1] + (_layer_width(l, 0),)
             n = l.count_params() if self.built else 0
-            print(f"{repr(l)[:33]:<34}{str(shape):<22}{n:>10}", file=out)
+            print(f"{l.name + ' (' + type(l).__name__ + ')':<40}{str(shape):<26}{n:>10}", file=out)
         if self.built:
             print(f"Total params: {self.count_params()}", file=out)
 
