@@ -186,6 +186,13 @@ def test_sequential_with_graph_only_layers_runs_as_a_graph(tmp_path):
     model.save(tmp_path / "m.safetensors")
     back = K.load_model(tmp_path / "m.safetensors")
     np.testing.assert_array_equal(back.predict(x), model.predict(x))
+    # A model built again from the same code (other automatic layer names) loads the weights.
+    again = K.Sequential([L.Input((5, 4)), L.LSTM(6), L.RepeatVector(3), L.LSTM(6, return_sequences=True),
+                          L.Dense(4, activation="softmax")], dtype=np.float64, seed=9)
+    again.compile(loss="categorical_crossentropy", optimizer="adam")
+    assert not np.array_equal(again.predict(x), model.predict(x))
+    again.load_weights(tmp_path / "m.safetensors")
+    np.testing.assert_array_equal(again.predict(x), model.predict(x))
     assert len(model.get_weights()) == 3 + 3 + 2
 
 

@@ -18,7 +18,7 @@ import numpy as np
 from . import _init
 from ._fit import History, LearningRate, pos_int, run_fit, sample_weights, split_validation
 from ._layers import (Dense, InputLayer, KerasTensor, Layer, Node, TimeDistributed, _flat, _RecurrentLayer,
-                      Bidirectional, from_config)
+                      Bidirectional, from_config, layers_state, load_layers_state)
 
 FORMAT = "rnnrs.functional/1"
 LOSSES = ("mse", "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")
@@ -453,23 +453,19 @@ class Model(LearningRate):
             i += k
 
     def state_dict(self) -> Dict[str, np.ndarray]:
-        """``{"{layer name}.{PyTorch name}": array}`` copies of every parameter."""
-        return {f"{l.name}.{k}": v.copy() for l in self._param_layers() for k, v in l._params.items()}
+        """``{"layers.{i}.{PyTorch name}": array}`` copies of every parameter, ``i`` indexing
+        :attr:`layers`."""
+        return layers_state(self.layers)
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        mine = {f"{l.name}.{k}": (l, k) for l in self._param_layers() for k in l._params}
-        missing = sorted(set(mine) - set(state))
-        extra = sorted(set(state) - set(mine))
-        if missing or extra:
-            raise ValueError(f"load_state_dict: expected the entries {sorted(mine)}, got missing {missing}, unexpected {extra}")
-        for name, (l, k) in mine.items():
-            a = np.asarray(state[name])
-            if a.shape != l._params[k].shape:
-                raise ValueError(f"load_state_dict: {name}: expected shape {l._params[k].shape}, got {a.shape}")
-            if not np.all(np.isfinite(a)):
-                raise _nonfinite(f"{name}: contains NaN or infinity")
-        for name, (l, k) in mine.items():
-            l._params[k][...] = state[name]
+        load_layers_state(self.layers, dict(state))
+
+    def load_weights(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Replace the weights from a file :meth:`save` (or ``ModelCheckpoint``) wrote for a model
+        of the same layers."""
+        from ..checkpoint import read_tensors
+        tensors, _ = read_tensors(path)
+        self.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
 
     def _weights_copy(self) -> Dict[str, np.ndarray]:
         return self.state_dict()

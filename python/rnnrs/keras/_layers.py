@@ -1006,6 +1006,31 @@ class Bidirectional(Layer):
         self.backward_layer.reset_states()
 
 
+def layers_state(layers: Sequence[Layer]) -> Dict[str, np.ndarray]:
+    """``{"layers.{i}.{PyTorch name}": copy}`` over ``layers`` (a model's ``state_dict``)."""
+    return {f"layers.{i}.{k}": v for i, l in enumerate(layers) for k, v in l._torch_weights().items()}
+
+
+def load_layers_state(layers: Sequence[Layer], weights: Dict[str, Any]) -> None:
+    """Replace the weights of ``layers`` from :func:`layers_state`'s names (all of them, same
+    shapes, finite; nothing changes on error)."""
+    from .._rnnrs import NonFiniteError
+    mine = layers_state(layers)
+    missing, extra = sorted(set(mine) - set(weights)), sorted(set(weights) - set(mine))
+    if missing or extra:
+        raise ValueError(f"load_state_dict: expected the entries {sorted(mine)}, got missing {missing}, unexpected {extra}")
+    for k, v in weights.items():
+        if np.shape(v) != mine[k].shape:
+            raise ValueError(f"load_state_dict: {k}: expected shape {mine[k].shape}, got {np.shape(v)}")
+        if not np.all(np.isfinite(v)):
+            raise NonFiniteError(f"{k}: contains NaN or infinity")
+    for i, l in enumerate(layers):
+        prefix = f"layers.{i}."
+        part = {k[len(prefix):]: np.asarray(v) for k, v in weights.items() if k.startswith(prefix)}
+        if part:
+            l._load_torch(part)
+
+
 LAYER_CLASSES = {c.__name__: c for c in (Embedding, SimpleRNN, GRU, LSTM, Dense, Dropout, Masking, RepeatVector,
                                          TimeDistributed, Bidirectional, InputLayer)}
 

@@ -23,7 +23,7 @@ from .._finite import at_user_index
 from . import _init
 from ._fit import History, LearningRate, pos_int as _pos_int, run_fit, sample_weights, split_validation
 from ._layers import (Bidirectional, Dense, Embedding, InputLayer, KerasTensor, Layer, Masking, TimeDistributed,
-                      _RecurrentLayer, from_config)
+                      _RecurrentLayer, from_config, layers_state, load_layers_state)
 
 LOSSES = ("mse", "categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")
 _LOSS_ALIASES = {"mean_squared_error": "mse"}
@@ -632,27 +632,13 @@ class Sequential(LearningRate):
         """Copies of every parameter with PyTorch's names: ``{"layers.{i}.{name}": array}`` (a
         functional-graph Sequential: ``{"{layer name}.{name}": array}``)."""
         if self._graph is not None:
-            return {f"layers.{i}.{k}": v for i, l in enumerate(self.layers) for k, v in l._torch_weights().items()}
+            return layers_state(self.layers)
         return dict(self._core_or_raise().state_dict())
 
     def load_state_dict(self, weights: Mapping[str, Any]) -> None:
         """Replace every parameter (names as :meth:`state_dict`)."""
         if self._graph is not None:
-            mine = self.state_dict()
-            missing, extra = sorted(set(mine) - set(weights)), sorted(set(weights) - set(mine))
-            if missing or extra:
-                raise ValueError(f"load_state_dict: expected the entries {sorted(mine)}, got missing {missing}, "
-                                 f"unexpected {extra}")
-            for k, v in weights.items():
-                if np.shape(v) != mine[k].shape:
-                    raise ValueError(f"load_state_dict: {k}: expected shape {mine[k].shape}, got {np.shape(v)}")
-                if not np.all(np.isfinite(v)):
-                    raise _rnnrs.NonFiniteError(f"{k}: contains NaN or infinity")
-            for i, l in enumerate(self.layers):
-                prefix = f"layers.{i}."
-                part = {k[len(prefix):]: np.asarray(v) for k, v in weights.items() if k.startswith(prefix)}
-                if part:
-                    l._load_torch(part)
+            load_layers_state(self.layers, dict(weights))
             return
         self._core_or_raise().load_state_dict(
             [(k, np.ascontiguousarray(v, dtype=self.dtype)) for k, v in weights.items()])
@@ -740,6 +726,13 @@ class Sequential(LearningRate):
                 "loss": self.loss, "metrics": self.metrics, "clipnorm": self.clipnorm,
                 "optimizer": None if self.optimizer is None else self.optimizer.get_config()},
         }
+
+    def load_weights(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Replace the weights from a file :meth:`save` (or ``ModelCheckpoint``) wrote for a model
+        of the same layers."""
+        from ..checkpoint import read_tensors
+        tensors, _ = read_tensors(path)
+        self.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
 
     def save(self, path: Union[str, "os.PathLike[str]"], include_optimizer: bool = True, overwrite: bool = True) -> None:
         """Write the configuration, weights and (by default) optimizer state to ``path``: a
