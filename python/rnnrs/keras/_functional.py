@@ -489,8 +489,8 @@ class Model(LearningRate):
     # ----------------------------------------------------------------------------------- saving
     def get_config(self) -> Dict[str, Any]:
         layer_ids = {id(l): i for i, l in enumerate(self.layers)}
-        nodes = []
-        index = {}
+        nodes: List[Dict[str, Any]] = []
+        index: Dict[int, int] = {}
         for node in self._nodes:
             index[node.id] = len(nodes)
             nodes.append({"layer": layer_ids[id(node.layer)], "n_main": node.n_main,
@@ -536,10 +536,10 @@ def model_from(tensors: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> Mo
     """Rebuild a :class:`Model` that :meth:`Model.save` wrote."""
     from ._layers import Input
     cfg = json.loads(meta["config"])
-    layers: List[Layer] = []
+    layers: List[Any] = []  # (a Layer, or an InputLayer's entry until Input() below makes it)
     for entry in cfg["layers"]:
         if entry["class"] == "InputLayer":
-            layers.append(entry)  # type: ignore[arg-type]  (made by Input() below)
+            layers.append(entry)
             continue
         layer = from_config(entry)
         layer.name = entry["name"]

@@ -387,7 +387,7 @@ class Sequential(LearningRate):
         m = self._mask_layer()
         if m is None:
             return x, None, None
-        keep = (x != 0) if isinstance(m, Embedding) else np.any(x != m.mask_value, axis=-1)
+        keep = np.any(x != m.mask_value, axis=-1) if isinstance(m, Masking) else (x != 0)
         lens = keep.sum(axis=1)
         t = x.shape[1]
         if (keep == (np.arange(t)[None, :] < lens[:, None])).all():
@@ -609,6 +609,7 @@ class Sequential(LearningRate):
         if order is not None and out.ndim == 3:
             full = np.zeros_like(out)
             np.put_along_axis(full, order[:, :, None], out, axis=1)
+            assert lens is not None  # (a mask gives lengths)
             valid = np.arange(out.shape[1])[None, :] < lens[:, None]
             keep = np.zeros(valid.shape, bool)
             np.put_along_axis(keep, order, valid, axis=1)
