@@ -44,7 +44,8 @@ def make_dataset(n: int, seed: int, min_len: int = 30, max_len: int = 100):
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, len(KINDS), size=n)
     seqs = [make_signal(int(k), int(rng.integers(min_len, max_len + 1)), rng)[:, None] for k in labels]
-    x, lengths = K.pad_sequences(seqs, dtype=np.float32)
+    x = K.pad_sequences(seqs, dtype=np.float32, padding="post")  # (Keras pads at the front by default)
+    lengths = np.array([len(s) for s in seqs], dtype=np.int64)
     return x, lengths, labels.astype(np.int64)
 
 

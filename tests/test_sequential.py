@@ -27,12 +27,12 @@ def grads_via_step(model, x, y, lengths):
 
 def fd_check(model, x, y, lengths, names=None, max_entries=6, seed=0):
     g = grads_via_step(model, x, y, lengths)
-    w = model.get_weights()
+    w = model.state_dict()
     rng = np.random.default_rng(seed)
     xx, yy = model._x(x), model._y(y)
 
     def loss(weights):
-        model.set_weights(weights)
+        model.load_state_dict(weights)
         return model._core.evaluate(xx, yy, lengths)[0]
 
     for name in names or list(w):
@@ -46,7 +46,7 @@ def fd_check(model, x, y, lengths, names=None, max_entries=6, seed=0):
             num = (lp - lm) / (2 * FD_EPS)
             got = g[name].reshape(-1)[i]
             assert abs(got - num) <= FD_ATOL + FD_RTOL * max(abs(num), 1e-3) * 10, (name, i, got, num)
-    model.set_weights(w)
+    model.load_state_dict(w)
 
 
 def test_gradients_many_to_one_sparse_ce_with_lengths():
@@ -82,10 +82,13 @@ def test_padded_batch_predictions_equal_each_sequence_alone():
                       K.Dense(3, activation="softmax")], dtype=np.float64, seed=4)
     m.compile(loss="sparse_categorical_crossentropy")
     seqs = [rng.integers(1, 9, size=n) for n in (3, 7, 1, 5)]
-    x, lengths = K.pad_sequences(seqs)
+    x = K.pad_sequences(seqs, padding="post")
+    lengths = (x != 0).sum(axis=1)
     np.testing.assert_array_equal(lengths, [3, 7, 1, 5])
     p = m.predict(x)                     # lengths from mask_zero
     np.testing.assert_allclose(p, m.predict(x, lengths=lengths), rtol=0, atol=0)
+    # Keras' default pre-padding: the masked leading steps are skipped, same predictions.
+    np.testing.assert_allclose(m.predict(K.pad_sequences(seqs)), p, rtol=1e-12, atol=1e-12)
     for i, s in enumerate(seqs):
         np.testing.assert_allclose(p[i], m.predict(s[None])[0], rtol=1e-12, atol=1e-12)
 
@@ -126,8 +129,8 @@ def test_save_load_roundtrip_and_resume(tmp_path):
     # Training continues identically (optimizer state and dropout stream restored).
     a.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
     b.fit(x, y, epochs=1, batch_size=16, verbose=0, shuffle=False)
-    for k, v in a.get_weights().items():
-        np.testing.assert_array_equal(v, b.get_weights()[k])
+    for k, v in a.state_dict().items():
+        np.testing.assert_array_equal(v, b.state_dict()[k])
     with open(path, "rb") as f:
         assert b"pickle" not in f.read(200)
 

@@ -403,11 +403,13 @@ class SeqModel:
     def predict(self, x: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None) -> _Float:
         """Outputs ``(B, C)`` or ``(B, T, C)`` for ids ``(B, T)`` or features ``(B, T, F)``."""
     def evaluate(
-        self, x: npt.NDArray[Any], y: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None
+        self, x: npt.NDArray[Any], y: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None,
+        sample_weight: Sequence[float] | None = None,
     ) -> tuple[float, int, int, float]:
         """``(loss, correct, count, 0.0)`` in inference mode."""
     def train_step(
-        self, x: npt.NDArray[Any], y: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None, clip: float | None = None
+        self, x: npt.NDArray[Any], y: npt.NDArray[Any], lengths: npt.NDArray[np.integer[Any]] | None = None, clip: float | None = None,
+        sample_weight: Sequence[float] | None = None,
     ) -> tuple[float, int, int, float]:
         """One whole training step: ``(loss, correct, count, grad_norm)``."""
     def set_optimizer(

@@ -128,7 +128,7 @@ class EarlyStopping(_Monitor):
                 self.best_weights = self.model._weights_copy()
             return
         self.wait += 1
-        if self.wait > self.patience:
+        if self.wait >= self.patience and epoch > 0:  # (Keras: `patience` epochs without improvement)
             self.stopped_epoch = epoch
             self.model.stop_training = True
             if self.verbose:

@@ -298,7 +298,7 @@ def export_sequential(model: Any, path: Any, opset: Optional[int] = None, *, dty
     path = _check_path(path)
     opset, float16 = _check_options(opset, dtype, padding)
     g = _Graph(float16)
-    F, sd = g.onnx.TensorProto.FLOAT, model.get_weights()
+    F, sd = g.onnx.TensorProto.FLOAT, model.state_dict()
     first = model.layers[0]
     if isinstance(first, Embedding):
         x = g.input("x", g.onnx.TensorProto.INT64, ["batch", "seq_len"])

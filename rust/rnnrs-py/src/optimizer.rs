@@ -10,7 +10,8 @@ use pyo3::prelude::*;
 use pyo3::types::PyList;
 use rnnrs::{Element, Module, Optimizer, OptimizerConfig};
 
-/// The optimizer named by `set_optimizer(name, ...)`: `"sgd"`, `"adam"` or `"adamw"`.
+/// The optimizer named by `set_optimizer(name, ...)`: `"sgd"`, `"adam"`, `"adamw"` or `"rmsprop"`
+/// (`betas.0` is its `rho`).
 #[allow(clippy::too_many_arguments)]
 pub fn config(
     name: &str,
@@ -24,7 +25,8 @@ pub fn config(
     Ok(match name {
         "sgd" => OptimizerConfig::Sgd { lr, momentum, weight_decay, nesterov },
         "adam" | "adamw" => OptimizerConfig::Adam { lr, beta1: betas.0, beta2: betas.1, eps, weight_decay, decoupled: name == "adamw" },
-        other => return Err(PyValueError::new_err(format!("optimizer: expected 'sgd', 'adam' or 'adamw', got {other:?}"))),
+        "rmsprop" => OptimizerConfig::RmsProp { lr, rho: betas.0, eps, weight_decay },
+        other => return Err(PyValueError::new_err(format!("optimizer: expected 'sgd', 'adam', 'adamw' or 'rmsprop', got {other:?}"))),
     })
 }
 

@@ -137,22 +137,31 @@ impl SeqModel {
         })
     }
 
-    /// `(loss, correct, count, 0.0)` of a batch in inference mode.
-    #[pyo3(signature = (x, y, lengths=None))]
-    fn evaluate(&self, py: Python<'_>, x: &Bound<'_, PyAny>, y: &Bound<'_, PyAny>, lengths: Option<&Bound<'_, PyAny>>) -> PyResult<Stats> {
+    /// `(loss, correct, count, 0.0)` of a batch in inference mode; `sample_weight (B,)` scales
+    /// each example's loss.
+    #[pyo3(signature = (x, y, lengths=None, sample_weight=None))]
+    fn evaluate(
+        &self,
+        py: Python<'_>,
+        x: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+        lengths: Option<&Bound<'_, PyAny>>,
+        sample_weight: Option<Vec<f64>>,
+    ) -> PyResult<Stats> {
         let lengths = opt_lengths(lengths)?;
+        let w = sample_weight.as_deref();
         with_sm!(&self.inner, l, T => {
             let sparse = l.model.config().loss == rnnrs::LossKind::SparseCategoricalCrossentropy;
             let x = In::<T>::extract(x, l.model.takes_ids())?;
             let y = Tg::<T>::extract(y, sparse)?;
             let (xv, yv, model) = (x.view(), y.view(), &l.model);
-            detached(py, || model.evaluate(xv, yv, lengths.as_deref())).map(stats)
+            detached(py, || model.evaluate_weighted(xv, yv, lengths.as_deref(), w)).map(stats)
         })
     }
 
     /// One training step (forward, loss, backward, clip, update) in one call:
-    /// `(loss, correct, count, grad_norm)`.
-    #[pyo3(signature = (x, y, lengths=None, clip=None))]
+    /// `(loss, correct, count, grad_norm)`; `sample_weight (B,)` scales each example's loss.
+    #[pyo3(signature = (x, y, lengths=None, clip=None, sample_weight=None))]
     fn train_step(
         &mut self,
         py: Python<'_>,
@@ -160,8 +169,10 @@ impl SeqModel {
         y: &Bound<'_, PyAny>,
         lengths: Option<&Bound<'_, PyAny>>,
         clip: Option<f64>,
+        sample_weight: Option<Vec<f64>>,
     ) -> PyResult<Stats> {
         let lengths = opt_lengths(lengths)?;
+        let w = sample_weight.as_deref();
         with_sm!(&mut self.inner, l, T => {
             let sparse = l.model.config().loss == rnnrs::LossKind::SparseCategoricalCrossentropy;
             let x = In::<T>::extract(x, l.model.takes_ids())?;
@@ -170,11 +181,12 @@ impl SeqModel {
                 return Err(PyValueError::new_err("train_step: expected an optimizer, got none (call set_optimizer first)"));
             };
             let (xv, yv, model) = (x.view(), y.view(), &mut l.model);
-            detached(py, || model.train_step(xv, yv, lengths.as_deref(), clip, opt)).map(stats)
+            detached(py, || model.train_step_weighted(xv, yv, lengths.as_deref(), w, clip, opt)).map(stats)
         })
     }
 
-    /// Choose the optimizer: `"sgd"`, `"adam"` or `"adamw"` (fresh state).
+    /// Choose the optimizer: `"sgd"`, `"adam"`, `"adamw"` or `"rmsprop"` (`betas[0]` is its rho;
+    /// fresh state).
     #[pyo3(signature = (name, lr, momentum=0.0, weight_decay=0.0, nesterov=false, betas=(0.9, 0.999), eps=1e-8))]
     #[allow(clippy::too_many_arguments)]
     fn set_optimizer(

@@ -1,5 +1,5 @@
 //! Gradient clipping and optimizers with PyTorch's semantics (`clip_grad_norm_`, `SGD`, `Adam`,
-//! `AdamW`). Optimizer state is kept per parameter, in the module's visiting order, and can be
+//! `AdamW`, `RMSprop`). Optimizer state is kept per parameter, in the module's visiting order, and can be
 //! exported and restored for checkpoints.
 
 use crate::element::Element;
@@ -55,6 +55,18 @@ pub enum OptimizerConfig {
         /// AdamW's decoupled weight decay.
         decoupled: bool,
     },
+    /// `torch.optim.RMSprop` (not centered, no momentum), which is also Keras' `RMSprop`:
+    /// `v = rho·v + (1 - rho)·g²`, `p -= lr·g / (√v + eps)`.
+    RmsProp {
+        /// Learning rate.
+        lr: f64,
+        /// Decay of the mean square (PyTorch's `alpha`, Keras' `rho`).
+        rho: f64,
+        /// Denominator term.
+        eps: f64,
+        /// L2 penalty added to the gradient.
+        weight_decay: f64,
+    },
 }
 
 impl OptimizerConfig {
@@ -69,7 +81,7 @@ impl OptimizerConfig {
     /// The learning rate.
     pub fn lr(&self) -> f64 {
         match self {
-            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => *lr,
+            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } | OptimizerConfig::RmsProp { lr, .. } => *lr,
         }
     }
     /// Check every hyperparameter.
@@ -104,6 +116,17 @@ impl OptimizerConfig {
                     return Err(invalid("weight_decay", "a finite number >= 0", weight_decay));
                 }
             }
+            OptimizerConfig::RmsProp { rho, eps, weight_decay, .. } => {
+                if !(0.0..1.0).contains(&rho) {
+                    return Err(invalid("rho", "a number in [0, 1)", rho));
+                }
+                if !(eps.is_finite() && eps > 0.0) {
+                    return Err(invalid("eps", "a finite number > 0", eps));
+                }
+                if !(weight_decay.is_finite() && weight_decay >= 0.0) {
+                    return Err(invalid("weight_decay", "a finite number >= 0", weight_decay));
+                }
+            }
         }
         Ok(())
     }
@@ -114,7 +137,8 @@ impl OptimizerConfig {
 pub struct Optimizer<F> {
     config: OptimizerConfig,
     steps: u64,
-    /// Per parameter (visiting order): SGD `[momentum_buffer]` (empty until first use); Adam `[exp_avg, exp_avg_sq]`.
+    /// Per parameter (visiting order): SGD `[momentum_buffer]` (empty until first use); Adam
+    /// `[exp_avg, exp_avg_sq]`; RMSprop `[square_avg]`.
     state: Vec<Vec<ArrayD<F>>>,
 }
 
@@ -138,7 +162,9 @@ impl<F: Element> Optimizer<F> {
             return Err(invalid("lr", "a finite number >= 0", new_lr));
         }
         match &mut self.config {
-            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } => *lr = new_lr,
+            OptimizerConfig::Sgd { lr, .. } | OptimizerConfig::Adam { lr, .. } | OptimizerConfig::RmsProp { lr, .. } => {
+                *lr = new_lr
+            }
         }
         Ok(())
     }
@@ -179,6 +205,14 @@ impl<F: Element> Optimizer<F> {
                 (Rule::Adam { .. }, _) => Zip::from(&p).and(&g).all(|&p, &g| {
                     let (p, m, v) = rule.adam(p, g, zero, zero);
                     finite(&[p, m, v])
+                }),
+                (Rule::RmsProp { .. }, [v1]) => Zip::from(&p).and(&g).and(v1).all(|&p, &g, &v| {
+                    let (p, v) = rule.rmsprop(p, g, v);
+                    finite(&[p, v])
+                }),
+                (Rule::RmsProp { .. }, _) => Zip::from(&p).and(&g).all(|&p, &g| {
+                    let (p, v) = rule.rmsprop(p, g, zero);
+                    finite(&[p, v])
                 }),
             };
         });
@@ -263,6 +297,14 @@ impl<F: Element> Optimizer<F> {
                         (*p, *m, *v) = rule.adam(*p, g, *m, *v);
                     });
                 }
+                Rule::RmsProp { .. } => {
+                    if st.is_empty() {
+                        st.push(ArrayD::zeros(p.shape()));
+                    }
+                    Zip::from(&mut p).and(&g).and(&mut st[0]).for_each(|p, &g, v| {
+                        (*p, *v) = rule.rmsprop(*p, g, *v);
+                    });
+                }
             }
         });
         Ok(())
@@ -275,6 +317,7 @@ impl<F: Element> Optimizer<F> {
         let slots: &[&str] = match self.config {
             OptimizerConfig::Sgd { .. } => &["momentum_buffer"],
             OptimizerConfig::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+            OptimizerConfig::RmsProp { .. } => &["square_avg"],
         };
         let mut out = Vec::new();
         for (name, st) in names.iter().zip(&self.state) {
@@ -292,6 +335,7 @@ impl<F: Element> Optimizer<F> {
         let slots: &[&str] = match self.config {
             OptimizerConfig::Sgd { .. } => &["momentum_buffer"],
             OptimizerConfig::Adam { .. } => &["exp_avg", "exp_avg_sq"],
+            OptimizerConfig::RmsProp { .. } => &["square_avg"],
         };
         let mut state = Vec::new();
         for (name, shape) in &shapes {
@@ -303,7 +347,7 @@ impl<F: Element> Optimizer<F> {
                     if let Some(bad) = a.iter().find(|v| !v.is_finite()) {
                         return Err(Error::NonFinite(format!("{key}: expected finite values, got {bad}")));
                     }
-                    if *slot == "exp_avg_sq" {
+                    if *slot == "exp_avg_sq" || *slot == "square_avg" {
                         if let Some(bad) = a.iter().find(|&&v| v < F::zero()) {
                             return Err(invalid(&key, "values >= 0 (a mean of squares)", bad));
                         }
@@ -353,6 +397,7 @@ fn finite<F: Element>(values: &[F]) -> bool {
 enum Rule<F> {
     Sgd { lr: F, mom: F, wd: F, nesterov: bool, momentum_zero: bool },
     Adam { step_size: F, bc2_sqrt: F, b1: F, b2: F, eps: F, wd: F, shrink: F, decoupled: bool },
+    RmsProp { lr: F, rho: F, eps: F, wd: F },
 }
 
 impl<F: Element> Rule<F> {
@@ -379,6 +424,12 @@ impl<F: Element> Rule<F> {
                     decoupled,
                 }
             }
+            OptimizerConfig::RmsProp { lr, rho, eps, weight_decay } => Rule::RmsProp {
+                lr: F::from_f64(lr),
+                rho: F::from_f64(rho),
+                eps: F::from_f64(eps),
+                wd: F::from_f64(weight_decay),
+            },
         }
     }
 
@@ -407,5 +458,14 @@ impl<F: Element> Rule<F> {
         let v = b2 * v + (one - b2) * g * g;
         let denom = v.sqrt() / bc2_sqrt + eps;
         (p - step_size * m / denom, m, v)
+    }
+
+    /// RMSprop: `(new parameter, new mean square)`.
+    #[inline(always)]
+    fn rmsprop(self, p: F, g: F, v: F) -> (F, F) {
+        let Rule::RmsProp { lr, rho, eps, wd } = self else { unreachable!("an RMSprop rule") };
+        let g = g + wd * p;
+        let v = rho * v + (F::one() - rho) * g * g;
+        (p - lr * g / (v.sqrt() + eps), v)
     }
 }

@@ -88,6 +88,10 @@ pub enum LossKind {
     CategoricalCrossentropy,
     /// Cross-entropy against integer class ids; needs a softmax output.
     SparseCategoricalCrossentropy,
+    /// Keras' `binary_crossentropy`: `-(t·ln p + (1 - t)·ln(1 - p))` averaged over the output's
+    /// values (`p` clipped to `[1e-7, 1 - 1e-7]` as Keras does for the value); needs a sigmoid output.
+    /// A row is correct when every output thresholded at 0.5 equals its target thresholded at 0.5.
+    BinaryCrossentropy,
 }
 
 /// A model: input features (0 with an embedding first), layers and loss.
@@ -244,6 +248,11 @@ impl<F: Element> SeqModel<F> {
         {
             return Err(invalid("loss", "a last layer Dense(..., activation='softmax') for a cross-entropy loss", "another last layer"));
         }
+        if config.loss == LossKind::BinaryCrossentropy
+            && !matches!(layers.last(), Some(Layer::Dense { act: Activation::Sigmoid, .. }))
+        {
+            return Err(invalid("loss", "a last layer Dense(..., activation='sigmoid') for binary_crossentropy", "another last layer"));
+        }
         Ok(SeqModel { config, layers, seed, dropout_calls: 0 })
     }
 
@@ -276,8 +285,21 @@ impl<F: Element> SeqModel<F> {
 
     /// Loss and metrics of a batch in inference mode.
     pub fn evaluate(&self, x: SeqInput<'_, F>, y: SeqTarget<'_, F>, lengths: Option<&[usize]>) -> Result<SeqStats> {
+        self.evaluate_weighted(x, y, lengths, None)
+    }
+
+    /// [`SeqModel::evaluate`] with one weight `(B,)` per example (Keras' `sample_weight`): each
+    /// counted row's loss is multiplied by its example's weight; the mean still divides by the
+    /// number of counted rows (Keras' `sum_over_batch_size`). Metrics are unweighted.
+    pub fn evaluate_weighted(
+        &self,
+        x: SeqInput<'_, F>,
+        y: SeqTarget<'_, F>,
+        lengths: Option<&[usize]>,
+        weights: Option<&[f64]>,
+    ) -> Result<SeqStats> {
         let out = self.run(x, lengths)?;
-        let (stats, _) = self.loss(&out, y, lengths, false)?;
+        let (stats, _) = self.loss(&out, y, lengths, weights, false)?;
         Ok(stats)
     }
 
@@ -292,6 +314,20 @@ impl<F: Element> SeqModel<F> {
         clip: Option<f64>,
         optimizer: &mut Optimizer<F>,
     ) -> Result<SeqStats> {
+        self.train_step_weighted(x, y, lengths, None, clip, optimizer)
+    }
+
+    /// [`SeqModel::train_step`] with one loss weight `(B,)` per example (see
+    /// [`SeqModel::evaluate_weighted`]).
+    pub fn train_step_weighted(
+        &mut self,
+        x: SeqInput<'_, F>,
+        y: SeqTarget<'_, F>,
+        lengths: Option<&[usize]>,
+        weights: Option<&[f64]>,
+        clip: Option<f64>,
+        optimizer: &mut Optimizer<F>,
+    ) -> Result<SeqStats> {
         if let Some(c) = clip {
             if !(c.is_finite() && c > 0.0) {
                 return Err(invalid("clip", "a finite number > 0", c));
@@ -302,7 +338,7 @@ impl<F: Element> SeqModel<F> {
         self.dropout_calls += 1;
         let call = self.dropout_calls;
         let (out, caches) = self.run_train(x, lengths, call)?;
-        let (mut stats, grad) = self.loss(&out, y, lengths, true)?;
+        let (mut stats, grad) = self.loss(&out, y, lengths, weights, true)?;
         self.backward(caches, grad.expect("training loss has a gradient"))?;
         let norm = match clip {
             Some(c) => clip_grad_norm(self, c),
@@ -438,8 +474,16 @@ impl<F: Element> SeqModel<F> {
     }
 
     /// Loss and metrics of the (time-major) output; with `grad`, the gradient w.r.t. the output
-    /// (w.r.t. the pre-activation for a softmax output with cross-entropy).
-    fn loss(&self, out: &Act<F>, y: SeqTarget<'_, F>, lengths: Option<&[usize]>, grad: bool) -> Result<(SeqStats, Option<Act<F>>)> {
+    /// (w.r.t. the pre-activation for a softmax output with cross-entropy, a sigmoid output with
+    /// binary cross-entropy); `weights` scale each example's rows.
+    fn loss(
+        &self,
+        out: &Act<F>,
+        y: SeqTarget<'_, F>,
+        lengths: Option<&[usize]>,
+        weights: Option<&[f64]>,
+        grad: bool,
+    ) -> Result<(SeqStats, Option<Act<F>>)> {
         let rows = out.rows();
         let (n, c) = rows.dim();
         // Row r of the output is (t, b) = (r / B, r % B) for sequences, b = r for vectors.
@@ -447,6 +491,13 @@ impl<F: Element> SeqModel<F> {
             Act::Seq(a) => ((a.dim().0, a.dim().1), a.dim().1),
             Act::Flat(a) => ((1, a.nrows()), a.nrows()),
         };
+        if let Some(w) = weights {
+            check_shape("sample_weight", &[bsz], &[w.len()])?;
+            if let Some(&bad) = w.iter().find(|v| !(v.is_finite() && **v >= 0.0)) {
+                return Err(invalid("sample_weight", "finite weights >= 0", bad));
+            }
+        }
+        let weight = |r: usize| weights.map_or(1.0, |w| w[r % bsz]);
         let seq = matches!(out, Act::Seq(_));
         let valid = |r: usize| !seq || lengths.is_none_or(|l| r / bsz < l[r % bsz]);
         // Targets in the output's row order.
@@ -486,13 +537,15 @@ impl<F: Element> SeqModel<F> {
         let inv = 1.0 / count.max(1) as f64;
         for r in (0..n).filter(|&r| valid(r)) {
             let p = rows.row(r);
+            let w = weight(r);
+            let inv = inv * w;
             let argmax = |v: ndarray::ArrayView1<'_, F>| (0..c).fold(0, |best, k| if v[k] > v[best] { k } else { best });
             match self.config.loss {
                 LossKind::Mse => {
                     let t = vals.as_ref().expect("values").row(r);
                     for k in 0..c {
                         let d = p[k].to_f64() - t[k].to_f64();
-                        total += d * d / c as f64;
+                        total += w * d * d / c as f64;
                         if let Some(g) = g.as_mut() {
                             g[[r, k]] = F::from_f64(2.0 * d * inv / c as f64);
                         }
@@ -509,7 +562,7 @@ impl<F: Element> SeqModel<F> {
                     }
                     for k in 0..c {
                         if tgt[k] != 0.0 {
-                            total -= tgt[k] * p[k].to_f64().max(1e-300).ln();
+                            total -= w * tgt[k] * p[k].to_f64().max(1e-300).ln();
                         }
                     }
                     if let Some(g) = g.as_mut() {
@@ -519,6 +572,21 @@ impl<F: Element> SeqModel<F> {
                             g[[r, k]] = F::from_f64((p[k].to_f64() * st - tgt[k]) * inv);
                         }
                     }
+                }
+                LossKind::BinaryCrossentropy => {
+                    let t = vals.as_ref().expect("values").row(r);
+                    let mut right = true;
+                    for k in 0..c {
+                        let (pk, tk) = (p[k].to_f64(), t[k].to_f64());
+                        let q = pk.clamp(1e-7, 1.0 - 1e-7);
+                        total -= w * (tk * q.ln() + (1.0 - tk) * (1.0 - q).ln()) / c as f64;
+                        right &= (pk > 0.5) == (tk > 0.5);
+                        if let Some(g) = g.as_mut() {
+                            // Sigmoid + binary cross-entropy: d/dz = p - t.
+                            g[[r, k]] = F::from_f64((pk - tk) * inv / c as f64);
+                        }
+                    }
+                    correct += usize::from(right);
                 }
             }
         }
