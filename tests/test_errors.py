@@ -441,9 +441,9 @@ def test_train_step_needs_an_optimizer():
 
 
 OPTIMIZER_CASES = [
-    ("name unknown", dict(name="rmsprop"), ValueError, r"optimizer: expected 'sgd', 'adam' or 'adamw', got \"rmsprop\""),
-    ("name int", dict(name=5), TypeError, r"optimizer: expected 'sgd', 'adam' or 'adamw', got int 5"),
-    ("name None", dict(name=None), TypeError, r"optimizer: expected 'sgd', 'adam' or 'adamw', got NoneType"),
+    ("name unknown", dict(name="adagrad"), ValueError, r"optimizer: expected 'sgd', 'adam', 'adamw' or 'rmsprop', got \"adagrad\""),
+    ("name int", dict(name=5), TypeError, r"optimizer: expected 'sgd', 'adam', 'adamw' or 'rmsprop', got int 5"),
+    ("name None", dict(name=None), TypeError, r"optimizer: expected 'sgd', 'adam', 'adamw' or 'rmsprop', got NoneType"),
     ("lr -1", dict(lr=-1), ValueError, r"lr: expected a finite number >= 0, got -1"),
     ("lr nan", dict(lr=float("nan")), ValueError, r"lr: expected a finite number >= 0, got nan"),
     ("lr inf", dict(lr=float("inf")), ValueError, r"lr: expected a finite number >= 0, got inf"),
@@ -880,7 +880,7 @@ CONFIG_CASES = [
     ("clip", 0, r"got 0"), ("val_fraction", 1, r"a finite number in \[0, 1\), got 1"),
     ("cell", "transformer", r"one of 'lstm', 'gru', 'rnn', 'rnn_tanh', 'rnn_relu', got 'transformer'"),
     ("cell", ["lstm"], r"got \['lstm'\]"), ("sampling", "shuffled", r"one of 'random', 'sequential', got 'shuffled'"),
-    ("optimizer", "rmsprop", r"one of 'sgd', 'adam', 'adamw', got 'rmsprop'"),
+    ("optimizer", "adagrad", r"one of 'sgd', 'adam', 'adamw', 'rmsprop', got 'adagrad'"),
     ("dtype", "float16", r"one of 'float32', 'float64', got 'float16'"),
     ("on_nonfinite", "ignore", r"one of 'stop', 'skip', got 'ignore'"),
     ("seed", -1, r"an integer >= 0, got -1"), ("seed", 1.0, r"an integer >= 0, got 1.0"),

@@ -171,3 +171,12 @@ def test_several_files_from_the_cli_and_resume_checks_the_set(tmp_path, capsys):
     capsys.readouterr()
     assert main(["train", "--out", out, "--resume", "--steps", "4", "--quiet"]) == 2
     assert "the text differs" in capsys.readouterr().err
+
+
+def test_rmsprop_trains_and_resumes_bit_identically(tmp_path):
+    a = rnnrs.train(TEXT, out=str(tmp_path / "a"), steps=4, optimizer="rmsprop", **TINY)
+    rnnrs.train(TEXT, out=str(tmp_path / "b"), steps=2, optimizer="rmsprop", **TINY)
+    b = rnnrs.train(TEXT, out=str(tmp_path / "b"), resume=True, steps=4, quiet=True)
+    for k, v in a.model.state_dict().items():
+        np.testing.assert_array_equal(v, b.model.state_dict()[k], err_msg=k)
+    assert a.summary["train_loss"] < np.log(len(a.tokenizer.vocab))

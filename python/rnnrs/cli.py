@@ -131,7 +131,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     length.add_argument("--epochs", type=_positive_int, metavar="N", default=S, help="passes over the data (default 10)")
     length.add_argument("--steps", type=_positive_int, metavar="N", default=S, help="optimizer steps instead of epochs")
     g = p.add_argument_group("optimizer")
-    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw"], default=S, help="default adam")
+    g.add_argument("--optimizer", choices=["sgd", "adam", "adamw", "rmsprop"], default=S,
+                   help="default adam (rmsprop: rho 0.9, as Keras)")
     g.add_argument("--lr", type=_finite_float, metavar="LR", default=S, help="learning rate (default 2e-3)")
     g.add_argument("--momentum", type=_finite_float, metavar="M", default=S, help="SGD momentum (default 0)")
     g.add_argument("--weight-decay", type=_finite_float, metavar="W", default=S, help="default 0")

@@ -216,9 +216,11 @@ class LanguageModel:
     def set_optimizer(self, name: str = "adam", lr: float = 2e-3, *, momentum: float = 0.0,
                       weight_decay: float = 0.0, nesterov: bool = False,
                       betas: Tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        """Use ``"sgd"`` (PyTorch ``SGD``), ``"adam"`` or ``"adamw"`` with fresh state."""
+        """Use ``"sgd"`` (PyTorch ``SGD``), ``"adam"``, ``"adamw"`` or ``"rmsprop"`` (its ``rho`` is
+        ``betas[0]``) with fresh state."""
         if not isinstance(name, str):
-            raise TypeError(f"optimizer: expected 'sgd', 'adam' or 'adamw', got {type(name).__name__} {name!r}")
+            raise TypeError(f"optimizer: expected 'sgd', 'adam', 'adamw' or 'rmsprop', got {type(name).__name__} "
+                            f"{name!r}")
         lr = _real("lr", lr, "a finite number >= 0")
         momentum = _real("momentum", momentum, "a number in [0, 1)")
         weight_decay = _real("weight_decay", weight_decay, "a finite number >= 0")
@@ -228,7 +230,7 @@ class LanguageModel:
         if isinstance(betas, (str, bytes)) or not hasattr(betas, "__len__") or len(betas) != 2:
             raise TypeError(f"betas: expected a pair (beta1, beta2) of numbers in [0, 1), got {betas!r}")
         betas = (_real("beta1", betas[0], "a number in [0, 1)"), _real("beta2", betas[1], "a number in [0, 1)"))
-        if name in ("adam", "adamw") and (momentum or nesterov):
+        if name in ("adam", "adamw", "rmsprop") and (momentum or nesterov):
             what = f"momentum={momentum:g}" if momentum else "nesterov=True"
             raise ValueError(f"{what.split('=')[0]}: applies to optimizer 'sgd' only, got {what} with {name!r} "
                              "(Adam's momentum is betas[0])")

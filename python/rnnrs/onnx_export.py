@@ -71,7 +71,7 @@ def _check_options(opset: Any, dtype: Any, padding: Any) -> Tuple[int, bool]:
     if padding != "post":
         raise ValueError(f"padding: expected 'post', got {padding!r}: ONNX's sequence_lens means padding at the "
                          "end of each sequence; pre-padded batches cannot be expressed (pad at the end, as "
-                         "rnnrs.keras.pad_sequences does)")
+                         "rnnrs.keras.pad_sequences(..., padding='post') does)")
     return int(opset), name == "float16"
 
 

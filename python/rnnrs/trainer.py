@@ -231,7 +231,7 @@ class TrainConfig:
         choice("cell", tuple(CELLS))
         choice("dtype", ("float32", "float64"))
         choice("sampling", ("random", "sequential"))
-        choice("optimizer", ("sgd", "adam", "adamw"))
+        choice("optimizer", ("sgd", "adam", "adamw", "rmsprop"))
         choice("schedule", ("constant", "cosine", "step"))
         choice("on_nonfinite", ("stop", "skip"))
         choice("save_dtype", (None, "float16", "float32", "float64"))
