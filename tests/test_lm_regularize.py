@@ -92,3 +92,23 @@ def test_errors_and_the_one_layer_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         rnnrs.LanguageModel(11, 8, 16, 2, dropout=0.2)
+
+
+def test_the_same_bits_on_any_number_of_threads():
+    opts = dict(embed_dropout=0.1, locked_dropout=0.2, weight_drop=0.3, tie_weights=True, init="xavier_uniform",
+                recurrent_init="orthogonal", forget_bias=1.0)
+    x = np.random.default_rng(0).integers(0, 11, (33, 40))
+    runs = []
+    for n in (1, 2, 3):
+        rnnrs.set_num_threads(n)
+        try:
+            m = rnnrs.LanguageModel(11, 24, 48, 2, seed=5, **opts)
+            m.set_optimizer("adam", lr=1e-2)
+            losses = [m.train_step(x[:-1], x[1:], clip=1.0)[0] for _ in range(3)]
+            runs.append((losses, m.state_dict()))
+        finally:
+            rnnrs.set_num_threads(None)
+    for losses, sd in runs[1:]:
+        assert losses == runs[0][0]
+        for k, v in sd.items():
+            np.testing.assert_array_equal(v, runs[0][1][k], err_msg=k)
