@@ -28,14 +28,14 @@ order (LSTM ``i, f, g, o``; GRU ``r, z, n``), initialised ``U(-1/sqrt(H), 1/sqrt
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Mapping, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, Optional, Tuple
 
 import numpy as np
 
 from . import _rnnrs
 from ._finite import at_user_index
 from ._rnnrs import NonFiniteError
-from .layers import _DTYPES, _apply_init, _check_int, _check_seed, _dtype_name, _state_items
+from .layers import _DTYPES, _Parameters, _apply_init, _check_int, _check_seed, _dtype_name
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 __all__ = ["RNNCell", "GRUCell", "LSTMCell"]
 
 
-class _Cell:
+class _Cell(_Parameters):
     """Shared implementation of the three cells (see the module docstring)."""
 
     _cell = ""
@@ -135,27 +135,8 @@ class _Cell:
         """Inference mode: nothing is recorded (and recorded steps are dropped). Returns ``self``."""
         return self.train(False)
 
-    def state_dict(self) -> Dict[str, np.ndarray]:
-        """Copies of ``weight_ih``, ``weight_hh``, ``bias_ih``, ``bias_hh`` (PyTorch's names and shapes)."""
-        return dict(self._core.state_dict())
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Replace every parameter (all four names, same shapes; cast to the cell's dtype). Recorded
-        steps are dropped. Nothing changes on error."""
-        self._core.load_state_dict(_state_items(state_dict, self.dtype))
+    def _forget_forward(self) -> None:
         self._steps = []
-
-    def grads(self) -> Dict[str, np.ndarray]:
-        """Copies of the accumulated gradients, same keys and shapes as :meth:`state_dict`."""
-        return dict(self._core.grads())
-
-    def zero_grad(self) -> None:
-        """Set every accumulated gradient to zero."""
-        self._core.zero_grad()
-
-    def num_parameters(self) -> int:
-        """Number of trainable scalars."""
-        return sum(a.size for a in self.state_dict().values())
 
     def __repr__(self) -> str:
         extra = f", nonlinearity={self.nonlinearity!r}" if isinstance(self, RNNCell) else ""

@@ -116,7 +116,45 @@ def _apply_init(core: Any, init: Any, recurrent_init: Any, init_std: Any, forget
 
 
 
-class _Recurrent:
+class _Parameters:
+    """``state_dict``/``load_state_dict``/``grads``/``zero_grad``/``num_parameters`` of a layer or
+    cell whose compiled part is ``self._core`` (PyTorch's names and shapes, the object's dtype)."""
+
+    dtype: np.dtype[Any]
+    _core: Any
+
+    def state_dict(self) -> Dict[str, np.ndarray]:
+        """Copies of the parameters: ``{name: array}`` with PyTorch's names, shapes and order, in
+        the object's dtype. Layers: ``weight_ih_l{k}`` ``(G*H, I)`` for ``k = 0`` (``(G*H, D*H)``
+        above), ``weight_hh_l{k}`` ``(G*H, H)``, ``bias_ih_l{k}``/``bias_hh_l{k}`` ``(G*H,)``, each
+        also ``..._reverse`` when bidirectional; cells: the same without the ``_l0`` (``G`` = 4 for
+        LSTM, 3 for GRU, 1 for RNN)."""
+        return dict(self._core.state_dict())
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        """Replace every parameter (all names exactly once, same shapes). Values are cast to the
+        object's dtype. Raises ``ValueError`` naming a missing, unexpected or mis-shaped entry; on
+        error nothing changes. What a training forward kept for ``backward`` is dropped."""
+        self._core.load_state_dict(_state_items(state_dict, self.dtype))
+        self._forget_forward()
+
+    def _forget_forward(self) -> None:
+        """Drop what was kept for ``backward`` (the weights it was recorded with are gone)."""
+
+    def grads(self) -> Dict[str, np.ndarray]:
+        """Copies of the accumulated gradients, same keys, shapes and dtype as :meth:`state_dict`."""
+        return dict(self._core.grads())
+
+    def zero_grad(self) -> None:
+        """Set every accumulated gradient to zero."""
+        self._core.zero_grad()
+
+    def num_parameters(self) -> int:
+        """Number of trainable scalars."""
+        return sum(a.size for a in self.state_dict().values())
+
+
+class _Recurrent(_Parameters):
     """Shared implementation of RNN, GRU and LSTM (see the module docstring for shapes)."""
 
     _cell = ""
@@ -309,31 +347,6 @@ class _Recurrent:
     def eval(self) -> Self:
         """Inference mode: no dropout, nothing kept for backward. Returns ``self``."""
         return self.train(False)
-
-    def state_dict(self) -> Dict[str, np.ndarray]:
-        """Copies of the parameters: ``{name: array}`` with PyTorch's names, shapes and order, in
-        the layer's dtype: ``weight_ih_l{k}`` ``(G*H, I)`` for ``k = 0`` (``(G*H, D*H)`` above),
-        ``weight_hh_l{k}`` ``(G*H, H)``, ``bias_ih_l{k}``/``bias_hh_l{k}`` ``(G*H,)``, each also
-        ``..._reverse`` when bidirectional (``G`` = 4 for LSTM, 3 for GRU, 1 for RNN)."""
-        return dict(self._core.state_dict())
-
-    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        """Replace every parameter (all names exactly once, same shapes). Values are cast to the
-        layer's dtype. Raises ``ValueError`` naming a missing, unexpected or mis-shaped entry; on error
-        nothing changes."""
-        self._core.load_state_dict(_state_items(state_dict, self.dtype))
-
-    def grads(self) -> Dict[str, np.ndarray]:
-        """Copies of the accumulated gradients, same keys, shapes and dtype as :meth:`state_dict`."""
-        return dict(self._core.grads())
-
-    def zero_grad(self) -> None:
-        """Set every accumulated gradient to zero."""
-        self._core.zero_grad()
-
-    def num_parameters(self) -> int:
-        """Number of trainable scalars."""
-        return sum(a.size for a in self.state_dict().values())
 
     # ------------------------------------------------------------------- interchange (see rnnrs.interop)
     @classmethod
