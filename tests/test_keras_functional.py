@@ -208,5 +208,5 @@ def test_errors_name_expected_and_received():
     model.compile(optimizer="adam", loss="mse")
     with pytest.raises(ValueError, match=r"x \(input_layer.*\): expected shape \('N', 'T', 3\), got \(2, 5, 4\)"):
         model.predict(np.zeros((2, 5, 4)))
-    with pytest.raises(ValueError, match="recurrent_dropout: not supported on GRU"):
-        L.GRU(3, recurrent_dropout=0.1)
+    with pytest.raises(ValueError, match=r"recurrent_dropout: expected a float in \[0, 1\), got 1.0"):
+        L.GRU(3, recurrent_dropout=1.0)

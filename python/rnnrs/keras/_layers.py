@@ -554,10 +554,6 @@ class _RecurrentLayer(Layer):
         self.unit_forget_bias = bool(unit_forget_bias)
         self.dropout = _rate("dropout", dropout)
         self.recurrent_dropout = _rate("recurrent_dropout", recurrent_dropout)
-        if self.recurrent_dropout and self._kind == "gru":
-            raise ValueError("recurrent_dropout: not supported on GRU yet (the state enters the update "
-                             "unmasked, which the one-step cell cannot express); expected 0.0, got "
-                             f"{self.recurrent_dropout}")
         self.return_sequences, self.return_state = bool(return_sequences), bool(return_state)
         self.go_backwards, self.stateful = bool(go_backwards), bool(stateful)
         self.bidirectional = bool(bidirectional)
@@ -788,7 +784,7 @@ class _RecurrentLayer(Layer):
         from .. import cells
         cells_ = self.__dict__.setdefault("_cells", [])
         while len(cells_) <= k:
-            cls = {"lstm": cells.LSTMCell, "rnn": cells.RNNCell}[self._kind]
+            cls = {"lstm": cells.LSTMCell, "rnn": cells.RNNCell, "gru": cells.GRUCell}[self._kind]
             extra = {"nonlinearity": self._cell[4:]} if self._kind == "rnn" else {}
             cells_.append(cls(self._in_features, self.units, dtype=dtype, **extra))
         p = self._params
@@ -797,38 +793,70 @@ class _RecurrentLayer(Layer):
         return cells_[k]
 
     def _cell_forward(self, k: int, x: np.ndarray, h0: Any, c0: Any, lengths: Any, rdrop: np.ndarray) -> Any:
-        """Keras' recurrent dropout: the state entering the recurrent product is multiplied by one
-        mask per sequence (exact for SimpleRNN and LSTM, whose state enters nowhere else). One
-        :class:`rnnrs.LSTMCell`/``RNNCell`` call per step; steps past a length keep the state."""
+        """Keras' recurrent dropout: the state entering the recurrent products is multiplied by one
+        mask per sequence ``m``. One :class:`rnnrs.LSTMCell`/``RNNCell``/``GRUCell`` call per step on
+        ``hm = h * m``; steps past a length keep the state. Exact for SimpleRNN and LSTM, whose state
+        enters nowhere else. A GRU's update ``h' = (1 - z) n + z h`` takes the unmasked ``h``: the
+        cell gives ``(1 - z) n + z hm``, so ``z (h - hm)`` is added, with ``z`` recomputed in NumPy
+        from the layer's weights (rows ``H:2H``, PyTorch's gate order r, z, n)."""
         cell = self._cell_for(k, x.dtype)
-        cell.train(True)
+        cell.eval().train(True)  # (drop any steps recorded by a forward that had no backward)
         b, t = x.shape[0], x.shape[1]
         h = np.zeros((b, self.units), x.dtype) if h0 is None else h0[0]
         c = (np.zeros((b, self.units), x.dtype) if c0 is None else c0[0]) if self._kind == "lstm" else None
         valid = np.ones((b, t), bool) if lengths is None else np.arange(t)[None, :] < lengths[:, None]
         ys = np.zeros((b, t, self.units), x.dtype)
+        gru = self._kind == "gru"
+        steps: List[Any] = []
+        if gru:
+            u, p = self.units, self._params
+            w_iz, w_hz = p["weight_ih_l0"][u:2 * u], p["weight_hh_l0"][u:2 * u]
+            b_z = p["bias_ih_l0"][u:2 * u] + p["bias_hh_l0"][u:2 * u]
         for s in range(t):
             v = valid[:, s:s + 1]
-            hn, cn = cell._step(np.ascontiguousarray(x[:, s]), h * rdrop, c)
+            xs = np.ascontiguousarray(x[:, s])
+            hm = h * rdrop
+            hn, cn = cell._step(xs, hm, c)
+            if gru:
+                z = 1.0 / (1.0 + np.exp(-(xs @ w_iz.T + hm @ w_hz.T + b_z)))
+                hn = hn + z * (h - hm)
+                steps.append((xs, hm, h, z))
             if c is not None:
                 c = np.where(v, cn, c)
             h = np.where(v, hn, h)
             ys[:, s] = hn * v
-        return ys, h[None], None if c is None else c[None], (valid, rdrop)
+        return ys, h[None], None if c is None else c[None], (valid, rdrop, steps)
 
     def _cell_backward(self, k: int, tape: Any, dy: np.ndarray, dh: np.ndarray, dc: Any) -> Any:
-        valid, rdrop = tape
+        valid, rdrop, steps = tape
         cell = self._cells[k]
         b, t = valid.shape
         dx = np.zeros((b, t, self._in_features), dy.dtype)
+        if steps:
+            u, p, g = self.units, self._params, self._grads
+            w_iz, w_hz = p["weight_ih_l0"][u:2 * u], p["weight_hh_l0"][u:2 * u]
         for s in reversed(range(t)):
             v = valid[:, s:s + 1]
-            dxs, dhp, dcp = cell._backward(np.ascontiguousarray(dy[:, s] * v), dh * v,
-                                           None if dc is None else dc * v)
-            dh = dhp * rdrop + dh * ~v
-            if dc is not None:
-                dc = dcp + dc * ~v
-            dx[:, s] = dxs
+            if not steps:
+                dxs, dhp, dcp = cell._backward(np.ascontiguousarray(dy[:, s] * v), dh * v,
+                                               None if dc is None else dc * v)
+                dh = dhp * rdrop + dh * ~v
+                if dc is not None:
+                    dc = dcp + dc * ~v
+                dx[:, s] = dxs
+                continue
+            # GRU: h' = cell(x, hm) + z * q with q = h - hm = h * (1 - m), z = sigmoid(a_z(x, hm)).
+            xs, hm, h, z = steps[s]
+            dout = (dy[:, s] + dh) * v
+            dxs, dhm, _ = cell._backward(np.ascontiguousarray(dout), None, None)
+            da_z = dout * (h - hm) * z * (1.0 - z)
+            g["weight_ih_l0"][u:2 * u] += da_z.T @ xs
+            g["weight_hh_l0"][u:2 * u] += da_z.T @ hm
+            g["bias_ih_l0"][u:2 * u] += da_z.sum(axis=0)
+            g["bias_hh_l0"][u:2 * u] += da_z.sum(axis=0)
+            dhm = dhm + da_z @ w_hz
+            dh = (dhm * rdrop + dout * z * (1.0 - rdrop)) + dh * ~v
+            dx[:, s] = dxs + da_z @ w_iz
         return dx, dh, dc
 
 
