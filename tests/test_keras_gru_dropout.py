@@ -210,7 +210,7 @@ def test_gru_all_ones_mask_equals_the_plain_layer_outputs_and_gradients():
             np.testing.assert_allclose(la._grads[k], lb._grads[k], rtol=1e-9, atol=1e-11, err_msg=f"{la.name} {k}")
 
 
-def test_sequential_gru_recurrent_dropout_trains_and_predicts_without_dropout():
+def test_sequential_gru_recurrent_dropout_trains_and_predicts_without_dropout(tmp_path):
     rng = np.random.default_rng(15)
     x, y = rng.standard_normal((8, 5, 3)), rng.integers(0, 2, size=8)
     model = K.Sequential([L.Input((5, 3)), L.GRU(6, recurrent_dropout=0.3, dropout=0.1),
@@ -226,3 +226,7 @@ def test_sequential_gru_recurrent_dropout_trains_and_predicts_without_dropout():
     plain.set_weights(model.get_weights())
     np.testing.assert_allclose(model.predict(x), plain.predict(x), rtol=1e-12, atol=1e-13)
     np.testing.assert_array_equal(model.predict(x), model.predict(x))
+    model.save(tmp_path / "gru.keras")
+    back = K.models.load_model(tmp_path / "gru.keras")
+    assert back.layers[0].recurrent_dropout == 0.3
+    np.testing.assert_array_equal(back.predict(x), model.predict(x))
