@@ -10,6 +10,7 @@
 
 use crate::allocator::zeros;
 use crate::cell::{self, CellKind};
+use crate::colsplit;
 use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
@@ -414,7 +415,8 @@ impl<F: Element> Recurrent<F> {
                 let idx = l * d + dir;
                 let c0v = c0.as_ref().map(|c| c.index_axis(Axis(0), idx));
                 let lens = lengths.as_deref();
-                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, lens, dir == 1, keep)
+                let threads = (rayon::current_num_threads() / d).max(1);
+                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, lens, dir == 1, keep, threads)
             };
             let runs = if d == 2 {
                 let (f, r) = rayon::join(|| run_dir(0), || run_dir(1));
@@ -578,6 +580,7 @@ impl<F: Element> Recurrent<F> {
                     dc_n.index_axis(Axis(0), idx),
                     tape.lengths.as_deref(),
                     dir == 1,
+                    (rayon::current_num_threads() / d).max(1),
                 )
             };
             let results = if d == 2 {
@@ -785,11 +788,16 @@ fn dir_forward<F: Element>(
     lengths: Option<&[usize]>,
     reverse: bool,
     keep: bool,
+    threads: usize,
 ) -> DirRun<F> {
     let gh = p.weight_hh.nrows();
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
     let gru = cell == CellKind::Gru;
+    if hs >= colsplit::MIN_HIDDEN {
+        let lp = colsplit::Loop { cell, t, b, hs, lengths, reverse, threads };
+        return dir_forward_columns(&lp, p, input, h0, c0, keep);
+    }
     // RNN and LSTM: `pre = x·W_ihᵀ` for all steps at once; each step adds `(b_ih + b_hh)` and
     // `h·W_hhᵀ` into its rows and the cell turns them into the gate activations in place, so `pre`
     // becomes the tape's gates. GRU needs `W_hn h + b_hn` apart (the reset gate scales it): it keeps
@@ -908,7 +916,27 @@ fn dir_forward<F: Element>(
     let (hl, cl): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let h_last = stack_rows(hl.into_iter(), b * hs);
     let c_last = lstm.then(|| stack_rows(cl.into_iter(), b * hs));
-    // The output: the states, zero at padded steps (the tape keeps the states themselves).
+    let gates = if fused { pre } else { gates };
+    finish_forward(cell, b, lengths, keep, h_all, h_last, c_last, gates, hw_all, c_all)
+}
+
+/// The output of a direction (the states, zero at padded steps; the tape keeps the states
+/// themselves) and its tape.
+#[allow(clippy::too_many_arguments)]
+fn finish_forward<F: Element>(
+    cell: CellKind,
+    b: usize,
+    lengths: Option<&[usize]>,
+    keep: bool,
+    h_all: Array2<F>,
+    h_last: Array1<F>,
+    c_last: Option<Array1<F>>,
+    gates: Array2<F>,
+    hw_all: Array2<F>,
+    c_all: Array2<F>,
+) -> DirRun<F> {
+    let hs = h_all.ncols();
+    let (lstm, gru) = (cell.has_cell_state(), cell == CellKind::Gru);
     let (mut y, h_all) = if keep { (h_all.clone(), h_all) } else { (h_all, Array2::zeros((0, hs))) };
     if let Some(l) = lengths {
         for (n, mut r) in y.rows_mut().into_iter().enumerate() {
@@ -917,9 +945,72 @@ fn dir_forward<F: Element>(
             }
         }
     }
-    let gates = if fused { pre } else { gates };
     let tape = keep.then(|| DirTape { gates, hw: gru.then_some(hw_all), h: h_all, c: lstm.then_some(c_all) });
     DirRun { h: y, h_last, c_last, tape }
+}
+
+/// [`dir_forward`] split by columns across the threads (see `colsplit`).
+fn dir_forward_columns<F: Element>(
+    lp: &colsplit::Loop<'_>,
+    p: &DirParams<F>,
+    input: &LayerInput<F>,
+    h0: ArrayView2<'_, F>,
+    c0: Option<ArrayView2<'_, F>>,
+    keep: bool,
+) -> DirRun<F> {
+    let (t, b, hs, cell) = (lp.t, lp.b, lp.hs, lp.cell);
+    let gh = p.weight_hh.nrows();
+    let (lstm, gru) = (cell.has_cell_state(), cell == CellKind::Gru);
+    // RNN and LSTM on dense inputs whose weights fit in half the L2 compute the input projection
+    // inside each step (see `dir_forward`); otherwise it is one large product first. The choice
+    // depends on the shapes only, never on the thread count.
+    let fused = match input {
+        LayerInput::Dense(x) if !gru && fits_half_l2(panel_bytes(p.weight_ih.ncols() + hs, gh)) => Some(x.as_slice().expect("contiguous")),
+        _ => None,
+    };
+    let mut pre = match fused {
+        Some(_) => zeros(if keep { t * b } else { 0 }, gh),
+        None => input.project(&p.weight_ih),
+    };
+    let pre_bias = if gru { p.bias_ih.clone() } else { &p.bias_ih + &p.bias_hh };
+    let mut gates = zeros::<F>(if gru && keep { t * b } else { 0 }, gh);
+    let mut hw_all = zeros::<F>(if gru && keep { t * b } else { 0 }, gh);
+    let mut c_all = zeros::<F>(if lstm && keep { t * b } else { 0 }, hs);
+    let mut h_all = zeros::<F>(t * b, hs);
+    let mut c_last = zeros::<F>(if lstm { b } else { 0 }, hs);
+    let h0c = h0.as_standard_layout();
+    let c0c = c0.map(|c| c.as_standard_layout().into_owned());
+    let inp = colsplit::FwdIn {
+        w_hh: p.weight_hh.view(),
+        fused: fused.map(|x| (x, p.weight_ih.view())),
+        pre_bias: pre_bias.as_slice().expect("contiguous"),
+        b_hh: p.bias_hh.as_slice().expect("contiguous"),
+        h0: h0c.as_slice().expect("contiguous"),
+        c0: c0c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous")),
+    };
+    let out = colsplit::FwdOut {
+        pre: pre.as_slice_mut().expect("contiguous"),
+        gates: gates.as_slice_mut().expect("contiguous"),
+        hw: hw_all.as_slice_mut().expect("contiguous"),
+        c_all: c_all.as_slice_mut().expect("contiguous"),
+        h_all: h_all.as_slice_mut().expect("contiguous"),
+        c_last: c_last.as_slice_mut().expect("contiguous"),
+    };
+    colsplit::forward(lp, inp, out, keep);
+    let last = lp_last(lp);
+    let h_last = Array1::from_vec(block(h_all.as_slice().expect("contiguous"), last * b, b, hs).to_vec());
+    let c_last = lstm.then(|| c_last.into_shape_with_order(b * hs).expect("(B·H)"));
+    let gates = if gru { gates } else { pre };
+    finish_forward(cell, b, lp.lengths, keep, h_all, h_last, c_last, gates, hw_all, c_all)
+}
+
+/// The time index of a loop's last step.
+fn lp_last(lp: &colsplit::Loop<'_>) -> usize {
+    if lp.reverse {
+        0
+    } else {
+        lp.t - 1
+    }
 }
 
 /// One direction's BPTT. Adds parameter gradients into `g`; returns `(dx (T·B, I), dh0 (B, H), dc0)`.
@@ -939,11 +1030,16 @@ fn dir_backward<F: Element>(
     dc_n: ArrayView2<'_, F>,
     lengths: Option<&[usize]>,
     reverse: bool,
+    threads: usize,
 ) -> (Option<Array2<F>>, Array2<F>, Option<Array2<F>>) {
     let gh = p.weight_hh.nrows();
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
     let gru = cell == CellKind::Gru;
+    if hs >= colsplit::MIN_HIDDEN {
+        let lp = colsplit::Loop { cell, t, b, hs, lengths, reverse, threads };
+        return dir_backward_columns(&lp, p, g, input, tp, h0, c0, dh_seq, dh_n, dc_n);
+    }
     let mut dg_ih = zeros::<F>(t * b, gh);
     let mut dg_hh = zeros::<F>(if gru { t * b } else { 0 }, gh);
     // h_prev of every step, in time order: the input of the W_hh product.
@@ -1036,17 +1132,90 @@ fn dir_backward<F: Element>(
     let (dhs, dcs): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let dh = stack_rows(dhs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)");
     let dc = lstm.then(|| stack_rows(dcs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)"));
-    let dgh = if gru { &dg_hh } else { &dg_ih };
+    let dx = weight_grads(cell, p, g, input, &dg_ih, &dg_hh, &h_prev_all);
+    (dx, dh, dc)
+}
+
+/// [`dir_backward`] split by columns across the threads (see `colsplit`).
+#[allow(clippy::too_many_arguments)]
+fn dir_backward_columns<F: Element>(
+    lp: &colsplit::Loop<'_>,
+    p: &DirParams<F>,
+    g: &mut DirParams<F>,
+    input: &LayerInput<F>,
+    tp: &DirTape<F>,
+    h0: ArrayView2<'_, F>,
+    c0: Option<ArrayView2<'_, F>>,
+    dh_seq: Array2<F>,
+    dh_n: ArrayView2<'_, F>,
+    dc_n: ArrayView2<'_, F>,
+) -> (Option<Array2<F>>, Array2<F>, Option<Array2<F>>) {
+    let (t, b, hs, cell) = (lp.t, lp.b, lp.hs, lp.cell);
+    let gh = p.weight_hh.nrows();
+    let (lstm, gru) = (cell.has_cell_state(), cell == CellKind::Gru);
+    let mut dg_ih = zeros::<F>(t * b, gh);
+    let mut dg_hh = zeros::<F>(if gru { t * b } else { 0 }, gh);
+    let mut dh0 = zeros::<F>(b, hs);
+    let mut dc0 = zeros::<F>(if lstm { b } else { 0 }, hs);
+    let h0c = h0.as_standard_layout();
+    let c0c = c0.map(|c| c.as_standard_layout().into_owned());
+    let (dh_nc, dc_nc) = (dh_n.as_standard_layout(), dc_n.as_standard_layout());
+    let h_all = tp.h.as_slice().expect("contiguous");
+    // h_prev of every step, in time order: the input of the W_hh gradient.
+    let mut h_prev_all = zeros::<F>(t * b, hs);
+    for (ti, dst) in h_prev_all.as_slice_mut().expect("contiguous").chunks_exact_mut(b * hs).enumerate() {
+        let prev = if lp.reverse { (ti + 1 < t).then_some(ti + 1) } else { ti.checked_sub(1) };
+        dst.copy_from_slice(match prev {
+            Some(tp_) => block(h_all, tp_ * b, b, hs),
+            None => h0c.as_slice().expect("contiguous"),
+        });
+    }
+    let inp = colsplit::BwdIn {
+        w_hh: p.weight_hh.view(),
+        gates: tp.gates.as_slice().expect("contiguous"),
+        hw: tp.hw.as_ref().map_or(&[], |hw| hw.as_slice().expect("contiguous")),
+        h_all,
+        c_all: tp.c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous")),
+        h0: h0c.as_slice().expect("contiguous"),
+        c0: c0c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous")),
+        dh_seq: dh_seq.as_slice().expect("contiguous"),
+        dh_n: dh_nc.as_slice().expect("contiguous"),
+        dc_n: if lstm { dc_nc.as_slice().expect("contiguous") } else { &[] },
+    };
+    let out = colsplit::BwdOut {
+        dg_ih: dg_ih.as_slice_mut().expect("contiguous"),
+        dg_hh: dg_hh.as_slice_mut().expect("contiguous"),
+        dh0: dh0.as_slice_mut().expect("contiguous"),
+        dc0: dc0.as_slice_mut().expect("contiguous"),
+    };
+    colsplit::backward(lp, inp, out);
+    let dx = weight_grads(cell, p, g, input, &dg_ih, &dg_hh, &h_prev_all);
+    (dx, dh0, lstm.then_some(dc0))
+}
+
+/// The weight and bias gradients of a direction from its pre-activation gradients (added into
+/// `g`), and the input gradient `dG_ih · W_ih` (`None` for one-hot inputs).
+fn weight_grads<F: Element>(
+    cell: CellKind,
+    p: &DirParams<F>,
+    g: &mut DirParams<F>,
+    input: &LayerInput<F>,
+    dg_ih: &Array2<F>,
+    dg_hh: &Array2<F>,
+    h_prev_all: &Array2<F>,
+) -> Option<Array2<F>> {
+    let gru = cell == CellKind::Gru;
+    let (rows, gh) = dg_ih.dim();
+    let dgh = if gru { dg_hh } else { dg_ih };
     let db_ih = input.add_weight_grad(&dg_ih, &mut g.weight_ih);
     g.bias_ih += &db_ih;
     // Both biases get the same gradient, except for GRU (whose `b_hn` sits inside the reset gate).
     let mut db_hh = if gru { Array1::zeros(gh) } else { db_ih };
     add_transposed_product(dgh.view(), h_prev_all.view(), &mut g.weight_hh.view_mut(), gru.then(|| db_hh.as_slice_mut().expect("contiguous")));
     g.bias_hh += &db_hh;
-    let dx = matches!(input, LayerInput::Dense(_)).then(|| {
-        let mut dx = zeros::<F>(t * b, p.weight_ih.ncols());
+    matches!(input, LayerInput::Dense(_)).then(|| {
+        let mut dx = zeros::<F>(rows, p.weight_ih.ncols());
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
         dx
-    });
-    (dx, dh, dc)
+    })
 }
