@@ -112,12 +112,21 @@ fn gate_rows(g: usize, hs: usize, u0: usize, nu: usize) -> Vec<usize> {
     (0..g).flat_map(|q| (0..nu).map(move |j| q * hs + u0 + j)).collect()
 }
 
+/// A member's columns of a `(·, G·H)` buffer: `G` gate blocks of `nu` units from `u0`.
+#[derive(Clone, Copy)]
+struct Cols {
+    g: usize,
+    hs: usize,
+    u0: usize,
+    nu: usize,
+}
+
 /// Copy the member's columns (gate blocks of `nu` at `q·H + u0`) of `b` rows of a `(·, G·H)`
 /// buffer starting at row `row0` into the contiguous `(b, G·nu)` `dst`.
 ///
 /// # Safety
 /// Nobody writes those values meanwhile.
-unsafe fn gather_gates<F: Copy>(src: &Shared<F>, row0: usize, b: usize, g: usize, hs: usize, u0: usize, nu: usize, dst: &mut [F]) {
+unsafe fn gather_gates<F: Copy>(src: &Shared<F>, row0: usize, b: usize, Cols { g, hs, u0, nu }: Cols, dst: &mut [F]) {
     for row in 0..b {
         for q in 0..g {
             // SAFETY: the caller's promise.
@@ -128,7 +137,7 @@ unsafe fn gather_gates<F: Copy>(src: &Shared<F>, row0: usize, b: usize, g: usize
 }
 
 /// [`gather_gates`] from a buffer nobody writes.
-fn gather_gates_ro<F: Copy>(src: &[F], row0: usize, b: usize, g: usize, hs: usize, u0: usize, nu: usize, dst: &mut [F]) {
+fn gather_gates_ro<F: Copy>(src: &[F], row0: usize, b: usize, Cols { g, hs, u0, nu }: Cols, dst: &mut [F]) {
     for row in 0..b {
         for q in 0..g {
             dst[row * g * nu + q * nu..][..nu].copy_from_slice(&src[(row0 + row) * g * hs + q * hs + u0..][..nu]);
@@ -140,7 +149,7 @@ fn gather_gates_ro<F: Copy>(src: &[F], row0: usize, b: usize, g: usize, hs: usiz
 ///
 /// # Safety
 /// Only this member accesses those values meanwhile.
-unsafe fn scatter_gates<F: Copy>(src: &[F], dst: &Shared<F>, row0: usize, b: usize, g: usize, hs: usize, u0: usize, nu: usize) {
+unsafe fn scatter_gates<F: Copy>(src: &[F], dst: &Shared<F>, row0: usize, b: usize, Cols { g, hs, u0, nu }: Cols) {
     for row in 0..b {
         for q in 0..g {
             // SAFETY: the caller's promise.
@@ -265,15 +274,15 @@ pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<
                 } else if gru {
                     product_by_columns(&[(h_prev, &st.whh)], &mut st.hw, Start::Bias(&st.bhh), &mut st.scratch);
                     // SAFETY: this member's columns of `pre`; nobody writes them in a GRU pass.
-                    unsafe { gather_gates(&pre, row0, b, g, hs, u0, nu, &mut st.xw) };
+                    unsafe { gather_gates(&pre, row0, b, Cols { g, hs, u0, nu }, &mut st.xw) };
                     for (row, xw) in st.xw.chunks_exact_mut(gn).enumerate() {
-                        xw.iter_mut().zip(&st.bias).for_each(|(v, &bb)| *v = *v + bb);
+                        xw.iter_mut().zip(&st.bias).for_each(|(v, &bb)| *v += bb);
                         st.hp[row * nu..(row + 1) * nu].copy_from_slice(&h_prev[row * hs + u0..][..nu]);
                     }
                 } else {
                     product_by_columns(&[(h_prev, &st.whh)], &mut st.hw, Start::Zero, &mut st.scratch);
                     // SAFETY: this member's columns of `pre`, which only it writes.
-                    unsafe { gather_gates(&pre, row0, b, g, hs, u0, nu, &mut st.g) };
+                    unsafe { gather_gates(&pre, row0, b, Cols { g, hs, u0, nu }, &mut st.g) };
                     for (gr, hw) in st.g.chunks_exact_mut(gn).zip(st.hw.chunks_exact(gn)) {
                         for ((v, &bb), &r) in gr.iter_mut().zip(&st.bias).zip(hw) {
                             *v = (*v + bb) + r;
@@ -309,10 +318,10 @@ pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<
                     }
                     if keep {
                         if gru {
-                            scatter_gates(&st.g, &gates_t, row0, b, g, hs, u0, nu);
-                            scatter_gates(&st.hw, &hw_t, row0, b, g, hs, u0, nu);
+                            scatter_gates(&st.g, &gates_t, row0, b, Cols { g, hs, u0, nu });
+                            scatter_gates(&st.hw, &hw_t, row0, b, Cols { g, hs, u0, nu });
                         } else {
-                            scatter_gates(&st.g, &pre, row0, b, g, hs, u0, nu);
+                            scatter_gates(&st.g, &pre, row0, b, Cols { g, hs, u0, nu });
                         }
                     }
                     if lstm {
@@ -486,10 +495,10 @@ pub(crate) fn backward<F: Element>(lp: &Loop<'_>, inp: BwdIn<'_, F>, out: BwdOut
                         d.copy_from_slice(&src[(row0 + row) * hs + u0..][..nu]);
                     }
                 };
-                gather_gates_ro(gates_all, row0, b, g, hs, u0, nu, &mut st.gl);
+                gather_gates_ro(gates_all, row0, b, Cols { g, hs, u0, nu }, &mut st.gl);
                 cols(inp.h_all, row0, &mut st.hl);
                 if gru {
-                    gather_gates_ro(inp.hw, row0, b, g, hs, u0, nu, &mut st.hwl);
+                    gather_gates_ro(inp.hw, row0, b, Cols { g, hs, u0, nu }, &mut st.hwl);
                     match prev {
                         Some(tp) => cols(inp.h_all, tp * b, &mut st.hpl),
                         None => cols(inp.h0, 0, &mut st.hpl),
@@ -531,9 +540,9 @@ pub(crate) fn backward<F: Element>(lp: &Loop<'_>, inp: BwdIn<'_, F>, out: BwdOut
                 // SAFETY: this member's columns of step `ti`'s rows, which nobody else touches
                 // before the next barrier.
                 unsafe {
-                    scatter_gates(&st.dgl, &dg_ih, row0, b, g, hs, u0, nu);
+                    scatter_gates(&st.dgl, &dg_ih, row0, b, Cols { g, hs, u0, nu });
                     if gru {
-                        scatter_gates(&st.dghl, &dg_hh, row0, b, g, hs, u0, nu);
+                        scatter_gates(&st.dghl, &dg_hh, row0, b, Cols { g, hs, u0, nu });
                     }
                 }
             });

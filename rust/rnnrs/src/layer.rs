@@ -105,13 +105,18 @@ enum LayerInput<F> {
     Dense(Array2<F>),
     /// `T·B` ids in `[0, input_size)`.
     OneHot(Vec<usize>),
+    /// `T·B` ids into the rows of an embedding table `(V, I_l)` (layer 0 of a language model with
+    /// a small vocabulary): the input projection is a row gather of `table · W_ihᵀ` (`V` rows
+    /// instead of `T·B`), and the gradients of `W_ih` and of the table come from the per-token sums
+    /// of `dG` (again `V` rows).
+    Embedded { ids: Vec<usize>, table: Array2<F> },
 }
 
 impl<F: Element> LayerInput<F> {
     fn rows(&self) -> usize {
         match self {
             LayerInput::Dense(a) => a.nrows(),
-            LayerInput::OneHot(ids) => ids.len(),
+            LayerInput::OneHot(ids) | LayerInput::Embedded { ids, .. } => ids.len(),
         }
     }
     /// `(T·B, G·H)` = `input · W_ihᵀ` (the time loops add the biases, block by block, while the
@@ -126,10 +131,19 @@ impl<F: Element> LayerInput<F> {
                 }
                 out
             }
+            LayerInput::Embedded { ids, table } => {
+                let per_token = crate::linalg::product(&table.view(), &weight.t());
+                let mut out = zeros(ids.len(), weight.nrows());
+                for (mut row, &id) in out.rows_mut().into_iter().zip(ids) {
+                    row.assign(&per_token.row(id));
+                }
+                out
+            }
         }
     }
-    /// `dW_ih += dGᵀ · input`; returns `Σ_t dG` (the bias gradient), summed in the same pass.
-    fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) -> Array1<F> {
+    /// `dW_ih += dGᵀ · input`; returns `Σ_t dG` (the bias gradient), summed in the same pass, and
+    /// for an embedded input the per-token sums of `dG` `(V, G·H)`.
+    fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) -> (Array1<F>, Option<Array2<F>>) {
         let mut db = Array1::zeros(dg.ncols());
         match self {
             LayerInput::Dense(a) => {
@@ -142,8 +156,18 @@ impl<F: Element> LayerInput<F> {
                     db += &row;
                 }
             }
+            LayerInput::Embedded { ids, table } => {
+                let mut per_token = Array2::<F>::zeros((table.nrows(), dg.ncols()));
+                for (row, &id) in dg.rows().into_iter().zip(ids) {
+                    let mut acc = per_token.row_mut(id);
+                    acc += &row;
+                    db += &row;
+                }
+                add_transposed_product(per_token.view(), table.view(), &mut dw.view_mut(), None);
+                return (db, Some(per_token));
+            }
         }
-        db
+        (db, None)
     }
 }
 
@@ -295,6 +319,51 @@ impl<F: Element> Recurrent<F> {
         let seed = self.next_dropout_seed();
         let (out, tape) = self.run(input, ids.nrows(), h0, c0, None, seed, true)?;
         Ok((out, tape.expect("a training run keeps its tape")))
+    }
+
+    /// Inference on token ids `(T, B)` looked up in an embedding `table (V, input_size)` (the ids
+    /// checked `< V` by the caller): the same results as the dense input `table[ids]` up to
+    /// rounding, with the input projection computed for the `V` table rows instead of `T·B`.
+    pub(crate) fn forward_embedded(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        table: &Array2<F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<RecurrentOutput<F>> {
+        let input = self.check_embedded(ids, table, &h0, &c0)?;
+        Ok(self.run(input, ids.nrows(), h0, c0, None, None, false)?.0)
+    }
+
+    /// Training forward of [`Recurrent::forward_embedded`]; its tape's
+    /// [`Recurrent::backward_table`] returns the table's gradient.
+    pub(crate) fn forward_train_embedded(
+        &mut self,
+        ids: ArrayView2<'_, usize>,
+        table: &Array2<F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
+        let input = self.check_embedded(ids, table, &h0, &c0)?;
+        let seed = self.next_dropout_seed();
+        let (out, tape) = self.run(input, ids.nrows(), h0, c0, None, seed, true)?;
+        Ok((out, tape.expect("a training run keeps its tape")))
+    }
+
+    fn check_embedded(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        table: &Array2<F>,
+        h0: &Option<ArrayView3<'_, F>>,
+        c0: &Option<ArrayView3<'_, F>>,
+    ) -> Result<LayerInput<F>> {
+        let (t, b) = ids.dim();
+        self.check_inputs((t, b, table.ncols()), h0, c0)?;
+        let ids: Vec<usize> = ids.iter().copied().collect();
+        if let Some(&bad) = ids.iter().find(|&&i| i >= table.nrows()) {
+            return Err(crate::error::invalid("token id", format!("an id in [0, {})", table.nrows()), bad));
+        }
+        Ok(LayerInput::Embedded { ids, table: table.clone() })
     }
 
     fn check_tokens(
@@ -489,6 +558,10 @@ impl<F: Element> Recurrent<F> {
                 LayerInput::Dense(x) => (x.shape() != [t * b, i]).then(|| format!("{:?}", x.shape())),
                 LayerInput::OneHot(ids) => (l > 0 || ids.len() != t * b || ids.iter().any(|&id| id >= i))
                     .then(|| format!("{} one-hot ids", ids.len())),
+                LayerInput::Embedded { ids, table } => {
+                    (l > 0 || ids.len() != t * b || table.ncols() != i || ids.iter().any(|&id| id >= table.nrows()))
+                        .then(|| format!("{} embedded ids", ids.len()))
+                }
             };
             if let Some(got) = input {
                 return mismatch(format!("layer {l} input"), format!("[{}, {i}]", t * b), got);
@@ -531,6 +604,18 @@ impl<F: Element> Recurrent<F> {
         dh_n: Option<ArrayView3<'_, F>>,
         dc_n: Option<ArrayView3<'_, F>>,
     ) -> Result<RecurrentInputGrads<F>> {
+        Ok(self.backward_table(tape, dy, dh_n, dc_n)?.0)
+    }
+
+    /// [`Recurrent::backward`], and for the tape of [`Recurrent::forward_train_embedded`] the
+    /// gradient of the embedding table `(V, I)` (the input gradient is then `None`).
+    pub(crate) fn backward_table(
+        &mut self,
+        tape: &Tape<F>,
+        dy: ArrayView3<'_, F>,
+        dh_n: Option<ArrayView3<'_, F>>,
+        dc_n: Option<ArrayView3<'_, F>>,
+    ) -> Result<(RecurrentInputGrads<F>, Option<Array2<F>>)> {
         let cfg = self.config.clone();
         let (t, b) = (tape.steps, tape.batch);
         let (d, hs) = (cfg.directions(), cfg.hidden_size);
@@ -602,6 +687,9 @@ impl<F: Element> Recurrent<F> {
                     (Some(_), _) => None,
                 });
             }
+            if matches!(lt.input, LayerInput::Embedded { .. }) {
+                return Ok((RecurrentInputGrads { dx: None, dh0, dc0 }, dx.flatten()));
+            }
             match dx.flatten() {
                 Some(mut dx) => {
                     if let Some(m) = &lt.mask {
@@ -611,13 +699,13 @@ impl<F: Element> Recurrent<F> {
                 }
                 None => {
                     // One-hot input: no input gradient.
-                    return Ok(RecurrentInputGrads { dx: None, dh0, dc0 });
+                    return Ok((RecurrentInputGrads { dx: None, dh0, dc0 }, None));
                 }
             }
         }
         let dx = dy_l.into_shape_with_order((t, b, cfg.input_size)).expect("(T, B, I)");
         let dx = Some(dx);
-        Ok(RecurrentInputGrads { dx, dh0, dc0 })
+        Ok((RecurrentInputGrads { dx, dh0, dc0 }, None))
     }
 }
 
@@ -1207,12 +1295,16 @@ fn weight_grads<F: Element>(
     let gru = cell == CellKind::Gru;
     let (rows, gh) = dg_ih.dim();
     let dgh = if gru { dg_hh } else { dg_ih };
-    let db_ih = input.add_weight_grad(&dg_ih, &mut g.weight_ih);
+    let (db_ih, per_token) = input.add_weight_grad(dg_ih, &mut g.weight_ih);
     g.bias_ih += &db_ih;
     // Both biases get the same gradient, except for GRU (whose `b_hn` sits inside the reset gate).
     let mut db_hh = if gru { Array1::zeros(gh) } else { db_ih };
     add_transposed_product(dgh.view(), h_prev_all.view(), &mut g.weight_hh.view_mut(), gru.then(|| db_hh.as_slice_mut().expect("contiguous")));
     g.bias_hh += &db_hh;
+    if let Some(per_token) = per_token {
+        // The embedding table's gradient, `(V, I)`.
+        return Some(crate::linalg::product(&per_token.view(), &p.weight_ih.view()));
+    }
     matches!(input, LayerInput::Dense(_)).then(|| {
         let mut dx = zeros::<F>(rows, p.weight_ih.ncols());
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());

@@ -232,6 +232,14 @@ impl<F: Element> LanguageModel<F> {
         Ok(())
     }
 
+    /// Whether the first layer takes its input projection from the embedding table's rows
+    /// (`Recurrent::forward_embedded`): when the vocabulary is at most half the `T·B` tokens, the
+    /// products over the table's `V` rows replace those over every token (the default char model:
+    /// 66 rows instead of 2,048). Depends on the shapes only.
+    fn table_lookup(&self, t: usize, b: usize) -> bool {
+        2 * self.config.vocab_size <= t * b
+    }
+
     fn embed(&self, ids: &ArrayView2<'_, usize>) -> Result<Option<Array3<F>>> {
         let (t, b) = ids.dim();
         match &self.embedding {
@@ -252,9 +260,12 @@ impl<F: Element> LanguageModel<F> {
         self.check_state(state, ids.ncols())?;
         let (t, b) = ids.dim();
         let (h0, c0) = split_state(state);
-        let out = match self.embed(&ids)? {
-            Some(x) => self.rnn.forward(x.view(), h0, c0)?,
-            None => self.rnn.forward_tokens(ids, h0, c0)?,
+        let out = match (&self.embedding, self.table_lookup(t, b)) {
+            (Some(e), true) => self.rnn.forward_embedded(ids, &e.weight, h0, c0)?,
+            _ => match self.embed(&ids)? {
+                Some(x) => self.rnn.forward(x.view(), h0, c0)?,
+                None => self.rnn.forward_tokens(ids, h0, c0)?,
+            },
         };
         let hs = self.config.hidden_size;
         let y = out.y.into_shape_with_order((t * b, hs)).expect("(T*B, H)");
@@ -297,10 +308,12 @@ impl<F: Element> LanguageModel<F> {
         self.check_state(state, inputs.ncols())?;
         let (t, b) = inputs.dim();
         let (h0, c0) = split_state(state);
-        let x = self.embed(&inputs)?;
-        let (out, tape) = match &x {
-            Some(x) => self.rnn.forward_train(x.view(), h0, c0)?,
-            None => self.rnn.forward_train_tokens(inputs, h0, c0)?,
+        let lookup = self.embedding.is_some() && self.table_lookup(t, b);
+        let x = if lookup { None } else { self.embed(&inputs)? };
+        let (out, tape) = match (&x, &self.embedding) {
+            (Some(x), _) => self.rnn.forward_train(x.view(), h0, c0)?,
+            (None, Some(e)) if lookup => self.rnn.forward_train_embedded(inputs, &e.weight, h0, c0)?,
+            (None, _) => self.rnn.forward_train_tokens(inputs, h0, c0)?,
         };
         let hs = self.config.hidden_size;
         let y = out.y.into_shape_with_order((t * b, hs)).expect("(T*B, H)");
@@ -309,7 +322,10 @@ impl<F: Element> LanguageModel<F> {
         let (loss, dlogits) = cross_entropy(logits.view(), &flat_targets)?;
         let dy = self.linear.backward(y.view(), dlogits.view());
         let dy = dy.into_shape_with_order((t, b, hs)).expect("(T, B, H)");
-        let g = self.rnn.backward(&tape, dy.view(), None, None)?;
+        let (g, d_table) = self.rnn.backward_table(&tape, dy.view(), None, None)?;
+        if let (Some(e), Some(d)) = (self.embedding.as_mut(), d_table) {
+            e.grad += &d;
+        }
         if let (Some(e), Some(dx)) = (self.embedding.as_mut(), g.dx) {
             let flat: Vec<usize> = inputs.iter().copied().collect();
             let width = dx.shape()[2];
