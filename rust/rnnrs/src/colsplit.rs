@@ -22,7 +22,19 @@ use crate::crew::{share, with_crew};
 use crate::element::Element;
 use crate::packed::{product_by_columns, PackedRhs, Start};
 use ndarray::{ArrayView2, Axis};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+
+/// The forward weights of one member: `W_hhᵀ` (and the fused `W_ihᵀ`) of its columns, packed.
+pub(crate) type MemberWeights<F> = (Arc<PackedRhs<F>>, Option<Arc<PackedRhs<F>>>);
+
+/// Every member's forward weights of one direction, for a crew of `members`: cached by the layer
+/// between calls while its weights do not change.
+#[derive(Clone, Debug)]
+pub(crate) struct FwdPack<F> {
+    pub members: usize,
+    pub fused: bool,
+    pub weights: Vec<MemberWeights<F>>,
+}
 
 /// Hidden units per share: a multiple of 16 `f32` values is a whole number of cache lines, so
 /// two members never write to the same line of `h`.
@@ -163,8 +175,8 @@ unsafe fn scatter_gates<F: Copy>(src: &[F], dst: &Shared<F>, row0: usize, b: usi
 struct FwdMember<F> {
     u0: usize,
     nu: usize,
-    whh: PackedRhs<F>,
-    wih: Option<PackedRhs<F>>,
+    whh: Arc<PackedRhs<F>>,
+    wih: Option<Arc<PackedRhs<F>>>,
     /// The input side's bias for the member's columns (`b_ih + b_hh`, GRU: `b_ih`).
     bias: Vec<F>,
     /// GRU: `b_hh` for the member's columns.
@@ -192,6 +204,8 @@ pub(crate) struct FwdIn<'a, F> {
     pub h0: &'a [F],
     /// `(B, H)` contiguous (LSTM) or empty.
     pub c0: &'a [F],
+    /// The members' packed weights from an earlier call with the same weights, if any.
+    pub pack: Option<&'a FwdPack<F>>,
 }
 
 /// The outputs of [`forward`] (all row-major and contiguous).
@@ -210,24 +224,32 @@ pub(crate) struct FwdOut<'a, F> {
     pub c_last: &'a mut [F],
 }
 
-/// One direction's forward time loop, split by columns (see the module documentation).
-pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<'_, F>, keep: bool) {
+/// One direction's forward time loop, split by columns (see the module documentation). Returns
+/// the members' packed weights, for the caller to keep while the weights do not change.
+pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<'_, F>, keep: bool) -> FwdPack<F> {
     let (t, b, hs, g) = (lp.t, lp.b, lp.hs, lp.gates());
     let (lstm, gru) = (lp.cell.has_cell_state(), lp.cell == CellKind::Gru);
     let n_members = members(hs, lp.threads);
     let slots: Vec<Mutex<Option<FwdMember<F>>>> = (0..n_members).map(|_| Mutex::new(None)).collect();
     let (pre, gates_t, hw_t, c_all, h_all, c_last) =
         (Shared::new(out.pre), Shared::new(out.gates), Shared::new(out.hw), Shared::new(out.c_all), Shared::new(out.h_all), Shared::new(out.c_last));
-    with_crew(n_members, |crew| {
+    let size = with_crew(n_members, |crew| {
         let size = crew.members();
-        // Each member packs its own weights (so they are in its cache from the start).
+        let cached = inp.pack.filter(|p| p.members == size && p.fused == inp.fused.is_some());
+        // Each member packs its own weights (so they are in its cache from the start), unless an
+        // earlier call left them.
         crew.run(&|m| {
             let (u0, u1) = share(hs, size, m, UNIT);
             let nu = u1 - u0;
             let rows = gate_rows(g, hs, u0, nu);
             let gn = g * nu;
-            let whh = PackedRhs::new(inp.w_hh.select(Axis(0), &rows).t());
-            let wih = inp.fused.map(|(_, w)| PackedRhs::new(w.select(Axis(0), &rows).t()));
+            let (whh, wih) = match cached {
+                Some(p) => p.weights[m].clone(),
+                None => (
+                    Arc::new(PackedRhs::new(inp.w_hh.select(Axis(0), &rows).t())),
+                    inp.fused.map(|(_, w)| Arc::new(PackedRhs::new(w.select(Axis(0), &rows).t()))),
+                ),
+            };
             let pick = |v: &[F]| if v.is_empty() { Vec::new() } else { rows.iter().map(|&r| v[r]).collect() };
             let mut c = vec![F::zero(); if lstm { b * nu } else { 0 }];
             if lstm {
@@ -335,7 +357,17 @@ pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<
                 }
             });
         }
+        size
     });
+    let weights = slots
+        .into_iter()
+        .take(size)
+        .map(|s| {
+            let st = s.into_inner().expect("member state").expect("member state");
+            (st.whh, st.wih)
+        })
+        .collect();
+    FwdPack { members: size, fused: inp.fused.is_some(), weights }
 }
 
 /// One member's view of the buffers of a backward pass.

@@ -221,6 +221,46 @@ pub struct Recurrent<F> {
     grads: Vec<DirParams<F>>,
     seed: u64,
     dropout_calls: u64,
+    /// The column-split loops' packed forward weights per layer and direction, kept between
+    /// calls and cleared by every mutation of the parameters (`visit_mut`).
+    packs: PackCache<F>,
+}
+
+/// A cache of packed weights: empty in a clone, so a clone never shares a stale copy.
+struct PackCache<F>(std::sync::Mutex<Vec<Option<std::sync::Arc<colsplit::FwdPack<F>>>>>);
+
+impl<F> PackCache<F> {
+    fn new() -> Self {
+        PackCache(std::sync::Mutex::new(Vec::new()))
+    }
+    fn get(&self, idx: usize) -> Option<std::sync::Arc<colsplit::FwdPack<F>>> {
+        self.0.lock().ok()?.get(idx).cloned().flatten()
+    }
+    fn put(&self, idx: usize, pack: colsplit::FwdPack<F>) {
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() <= idx {
+                v.resize_with(idx + 1, || None);
+            }
+            v[idx] = Some(std::sync::Arc::new(pack));
+        }
+    }
+    fn clear(&mut self) {
+        if let Ok(v) = self.0.get_mut() {
+            v.clear();
+        }
+    }
+}
+
+impl<F> Clone for PackCache<F> {
+    fn clone(&self) -> Self {
+        PackCache::new()
+    }
+}
+
+impl<F> std::fmt::Debug for PackCache<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackCache")
+    }
 }
 
 impl<F: Element> Recurrent<F> {
@@ -233,7 +273,7 @@ impl<F: Element> Recurrent<F> {
         let params: Vec<DirParams<F>> =
             (0..config.num_layers * d).map(|i| DirParams::zeros(g, config.layer_input_size(i / d), h)).collect();
         let grads = params.clone();
-        let mut layer = Recurrent { config, params, grads, seed, dropout_calls: 0 };
+        let mut layer = Recurrent { config, params, grads, seed, dropout_calls: 0, packs: PackCache::new() };
         layer.reset_parameters(seed);
         Ok(layer)
     }
@@ -485,7 +525,8 @@ impl<F: Element> Recurrent<F> {
                 let c0v = c0.as_ref().map(|c| c.index_axis(Axis(0), idx));
                 let lens = lengths.as_deref();
                 let threads = (rayon::current_num_threads() / d).max(1);
-                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, lens, dir == 1, keep, threads)
+                let packs = (&self.packs, idx);
+                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, lens, dir == 1, keep, threads, packs)
             };
             let runs = if d == 2 {
                 let (f, r) = rayon::join(|| run_dir(0), || run_dir(1));
@@ -721,6 +762,8 @@ impl<F: Element> Module<F> for Recurrent<F> {
         }
     }
     fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
+        // Every change of the parameters passes here (initialisation, loading, optimizer steps).
+        self.packs.clear();
         let d = self.config.directions();
         for (i, (p, g)) in self.params.iter_mut().zip(self.grads.iter_mut()).enumerate() {
             let sfx = format!("_l{}{}", i / d, RecurrentConfig::dir_suffix(i % d));
@@ -877,6 +920,7 @@ fn dir_forward<F: Element>(
     reverse: bool,
     keep: bool,
     threads: usize,
+    packs: (&PackCache<F>, usize),
 ) -> DirRun<F> {
     let gh = p.weight_hh.nrows();
     let hs = p.weight_hh.ncols();
@@ -884,7 +928,7 @@ fn dir_forward<F: Element>(
     let gru = cell == CellKind::Gru;
     if hs >= colsplit::MIN_HIDDEN {
         let lp = colsplit::Loop { cell, t, b, hs, lengths, reverse, threads };
-        return dir_forward_columns(&lp, p, input, h0, c0, keep);
+        return dir_forward_columns(&lp, p, input, h0, c0, keep, packs);
     }
     // RNN and LSTM: `pre = x·W_ihᵀ` for all steps at once; each step adds `(b_ih + b_hh)` and
     // `h·W_hhᵀ` into its rows and the cell turns them into the gate activations in place, so `pre`
@@ -1045,6 +1089,7 @@ fn dir_forward_columns<F: Element>(
     h0: ArrayView2<'_, F>,
     c0: Option<ArrayView2<'_, F>>,
     keep: bool,
+    (cache, idx): (&PackCache<F>, usize),
 ) -> DirRun<F> {
     let (t, b, hs, cell) = (lp.t, lp.b, lp.hs, lp.cell);
     let gh = p.weight_hh.nrows();
@@ -1068,6 +1113,7 @@ fn dir_forward_columns<F: Element>(
     let mut c_last = zeros::<F>(if lstm { b } else { 0 }, hs);
     let h0c = h0.as_standard_layout();
     let c0c = c0.map(|c| c.as_standard_layout().into_owned());
+    let cached = cache.get(idx);
     let inp = colsplit::FwdIn {
         w_hh: p.weight_hh.view(),
         fused: fused.map(|x| (x, p.weight_ih.view())),
@@ -1075,6 +1121,7 @@ fn dir_forward_columns<F: Element>(
         b_hh: p.bias_hh.as_slice().expect("contiguous"),
         h0: h0c.as_slice().expect("contiguous"),
         c0: c0c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous")),
+        pack: cached.as_deref(),
     };
     let out = colsplit::FwdOut {
         pre: pre.as_slice_mut().expect("contiguous"),
@@ -1084,7 +1131,10 @@ fn dir_forward_columns<F: Element>(
         h_all: h_all.as_slice_mut().expect("contiguous"),
         c_last: c_last.as_slice_mut().expect("contiguous"),
     };
-    colsplit::forward(lp, inp, out, keep);
+    let pack = colsplit::forward(lp, inp, out, keep);
+    if cached.is_none_or(|c| c.members != pack.members || c.fused != pack.fused) {
+        cache.put(idx, pack);
+    }
     let last = lp_last(lp);
     let h_last = Array1::from_vec(block(h_all.as_slice().expect("contiguous"), last * b, b, hs).to_vec());
     let c_last = lstm.then(|| c_last.into_shape_with_order(b * hs).expect("(B·H)"));

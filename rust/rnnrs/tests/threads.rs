@@ -184,3 +184,22 @@ fn column_split_rows_do_not_depend_on_the_rest_of_the_batch() {
         assert_eq!(a.to_bits(), b.to_bits(), "{a} vs {b}");
     }
 }
+
+#[test]
+fn packed_weights_follow_every_change_of_the_parameters() {
+    // The column loops keep their packed weights between calls: a change through `visit_mut`
+    // (what loading and optimizer steps use) must reach the next forward pass.
+    let cfg = RecurrentConfig::new(CellKind::Lstm, 5, 48).num_layers(2);
+    let mut net = Recurrent::<f32>::new(cfg.clone(), 1).unwrap();
+    let x = rand3((4, 3, 5), 2);
+    let before = in_pool(2, || net.forward(x.view(), None, None).unwrap().y);
+    assert_eq!(before, in_pool(2, || net.forward(x.view(), None, None).unwrap().y));
+    net.visit_mut(&mut |_, mut p, _| p.mapv_inplace(|v| v * 0.5));
+    let after = in_pool(2, || net.forward(x.view(), None, None).unwrap().y);
+    let mut fresh = Recurrent::<f32>::new(cfg, 1).unwrap();
+    fresh.visit_mut(&mut |_, mut p, _| p.mapv_inplace(|v| v * 0.5));
+    assert_ne!(before, after);
+    assert_eq!(after, in_pool(2, || fresh.forward(x.view(), None, None).unwrap().y));
+    // Another thread count packs for its own crew.
+    assert_eq!(after, in_pool(3, || net.forward(x.view(), None, None).unwrap().y));
+}
