@@ -184,6 +184,8 @@ struct FwdMember<F> {
     hw: Vec<F>,
     g: Vec<F>,
     xw: Vec<F>,
+    /// With `project`: `(T·B, G·nu)` input projections of the member's columns.
+    pre: Vec<F>,
     hp: Vec<F>,
     c: Vec<F>,
     c_new: Vec<F>,
@@ -196,6 +198,10 @@ pub(crate) struct FwdIn<'a, F> {
     pub w_hh: ArrayView2<'a, F>,
     /// With the input projection fused into the steps: the dense input rows `(T·B, I)` and `W_ih`.
     pub fused: Option<(&'a [F], ArrayView2<'a, F>)>,
+    /// With `fused`: instead of a product per step, each member projects every row onto its own
+    /// columns once, before the first step, with its packed (and cached) `W_ihᵀ` — for short
+    /// inputs, where packing `W_ih` for one large product costs as much as the product.
+    pub project: bool,
     /// `(G·H)`: added to the input side (`b_ih + b_hh`; GRU `b_ih`).
     pub pre_bias: &'a [F],
     /// `(G·H)` (GRU only).
@@ -210,7 +216,7 @@ pub(crate) struct FwdIn<'a, F> {
 
 /// The outputs of [`forward`] (all row-major and contiguous).
 pub(crate) struct FwdOut<'a, F> {
-    /// `(T·B, G·H)`: unless fused, the input projection `x·W_ihᵀ` (no bias) in; for LSTM and RNN
+    /// `(T·B, G·H)`: unless fused (or projected), the input projection `x·W_ihᵀ` (no bias) in; for LSTM and RNN
     /// with a tape, the gate activations out (fused: out only; empty without a tape).
     pub pre: &'a mut [F],
     /// GRU with a tape: `(T·B, G·H)` gate activations and recurrent projections; else empty.
@@ -257,14 +263,14 @@ pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<
                     c[row * nu..(row + 1) * nu].copy_from_slice(&inp.c0[row * hs + u0..][..nu]);
                 }
             }
-            let st = FwdMember {
+            let mut st = FwdMember {
                 u0,
                 nu,
                 whh,
                 wih,
                 bias: pick(inp.pre_bias),
                 bhh: if gru { pick(inp.b_hh) } else { Vec::new() },
-                hw: vec![F::zero(); if inp.fused.is_some() { 0 } else { b * gn }],
+                hw: vec![F::zero(); if inp.fused.is_some() && !inp.project { 0 } else { b * gn }],
                 g: vec![F::zero(); b * gn],
                 xw: vec![F::zero(); if gru { b * gn } else { 0 }],
                 hp: vec![F::zero(); if gru { b * nu } else { 0 }],
@@ -272,7 +278,12 @@ pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<
                 c,
                 h: vec![F::zero(); b * nu],
                 scratch: Vec::new(),
+                pre: Vec::new(),
             };
+            if let (true, Some((x, _)), Some(wih), true) = (inp.project, inp.fused, &st.wih, nu > 0) {
+                st.pre = vec![F::zero(); t * b * gn];
+                product_by_columns(&[(x, &**wih)], &mut st.pre, Start::Zero, &mut st.scratch);
+            }
             *slots[m].lock().expect("member state") = Some(st);
         });
         for step in 0..t {
@@ -289,22 +300,30 @@ pub(crate) fn forward<F: Element>(lp: &Loop<'_>, inp: FwdIn<'_, F>, out: FwdOut<
                 // this step writes other rows.
                 let h_prev: &[F] = if step == 0 { inp.h0 } else { unsafe { h_all.slice(lp.ti(step - 1) * b * hs, b * hs) } };
                 let row0 = ti * b;
-                if let (Some((x, w)), Some(wih)) = (inp.fused, &st.wih) {
+                if let (Some((x, w)), Some(wih), false) = (inp.fused, &st.wih, inp.project) {
                     let width = w.ncols();
                     let xr = &x[row0 * width..(row0 + b) * width];
                     product_by_columns(&[(xr, wih), (h_prev, &st.whh)], &mut st.g, Start::Bias(&st.bias), &mut st.scratch);
                 } else if gru {
                     product_by_columns(&[(h_prev, &st.whh)], &mut st.hw, Start::Bias(&st.bhh), &mut st.scratch);
-                    // SAFETY: this member's columns of `pre`; nobody writes them in a GRU pass.
-                    unsafe { gather_gates(&pre, row0, b, Cols { g, hs, u0, nu }, &mut st.xw) };
+                    if inp.project {
+                        st.xw.copy_from_slice(&st.pre[row0 * gn..(row0 + b) * gn]);
+                    } else {
+                        // SAFETY: this member's columns of `pre`; nobody writes them in a GRU pass.
+                        unsafe { gather_gates(&pre, row0, b, Cols { g, hs, u0, nu }, &mut st.xw) };
+                    }
                     for (row, xw) in st.xw.chunks_exact_mut(gn).enumerate() {
                         xw.iter_mut().zip(&st.bias).for_each(|(v, &bb)| *v += bb);
                         st.hp[row * nu..(row + 1) * nu].copy_from_slice(&h_prev[row * hs + u0..][..nu]);
                     }
                 } else {
                     product_by_columns(&[(h_prev, &st.whh)], &mut st.hw, Start::Zero, &mut st.scratch);
-                    // SAFETY: this member's columns of `pre`, which only it writes.
-                    unsafe { gather_gates(&pre, row0, b, Cols { g, hs, u0, nu }, &mut st.g) };
+                    if inp.project {
+                        st.g.copy_from_slice(&st.pre[row0 * gn..(row0 + b) * gn]);
+                    } else {
+                        // SAFETY: this member's columns of `pre`, which only it writes.
+                        unsafe { gather_gates(&pre, row0, b, Cols { g, hs, u0, nu }, &mut st.g) };
+                    }
                     for (gr, hw) in st.g.chunks_exact_mut(gn).zip(st.hw.chunks_exact(gn)) {
                         for ((v, &bb), &r) in gr.iter_mut().zip(&st.bias).zip(hw) {
                             *v = (*v + bb) + r;

@@ -1081,6 +1081,9 @@ fn finish_forward<F: Element>(
     DirRun { h: y, h_last, c_last, tape }
 }
 
+/// Up to this many rows (`T·B`), the column loops project a dense input themselves.
+const PROJECT_MAX_ROWS: usize = 1024;
+
 /// [`dir_forward`] split by columns across the threads (see `colsplit`).
 fn dir_forward_columns<F: Element>(
     lp: &colsplit::Loop<'_>,
@@ -1097,12 +1100,16 @@ fn dir_forward_columns<F: Element>(
     // RNN and LSTM on dense inputs whose weights fit in half the L2 compute the input projection
     // inside each step (see `dir_forward`); otherwise it is one large product first. The choice
     // depends on the shapes only, never on the thread count.
+    let in_steps = !gru && fits_half_l2(panel_bytes(p.weight_ih.ncols() + hs, gh));
+    // Short dense inputs (inference at small batches) are projected by the members themselves,
+    // each onto its own columns, with its cached packed `W_ihᵀ` (see `colsplit::FwdIn::project`).
+    let project = !in_steps && t * b <= PROJECT_MAX_ROWS;
     let fused = match input {
-        LayerInput::Dense(x) if !gru && fits_half_l2(panel_bytes(p.weight_ih.ncols() + hs, gh)) => Some(x.as_slice().expect("contiguous")),
+        LayerInput::Dense(x) if in_steps || project => Some(x.as_slice().expect("contiguous")),
         _ => None,
     };
     let mut pre = match fused {
-        Some(_) => zeros(if keep { t * b } else { 0 }, gh),
+        Some(_) => zeros(if keep && !gru { t * b } else { 0 }, gh),
         None => input.project(&p.weight_ih),
     };
     let pre_bias = if gru { p.bias_ih.clone() } else { &p.bias_ih + &p.bias_hh };
@@ -1117,6 +1124,7 @@ fn dir_forward_columns<F: Element>(
     let inp = colsplit::FwdIn {
         w_hh: p.weight_hh.view(),
         fused: fused.map(|x| (x, p.weight_ih.view())),
+        project: project && fused.is_some(),
         pre_bias: pre_bias.as_slice().expect("contiguous"),
         b_hh: p.bias_hh.as_slice().expect("contiguous"),
         h0: h0c.as_slice().expect("contiguous"),
