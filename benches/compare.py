@@ -51,6 +51,10 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--peak", type=float, default=None,
                    help="the machine's float32 FMA peak in GFLOP/s on all threads used (e.g. 2x the "
                         "`cargo bench -p rnnrs-benches -- machine/` figure): results also as fractions of it")
+    p.add_argument("--lib", choices=["rnnrs", "torch"], default=None,
+                   help="time this library only (rnnrs: PyTorch is not even imported). Two thread pools in one "
+                        "process slow each other down for longer than --gap: for the fairest figures run "
+                        "--lib rnnrs and --lib torch in alternating processes")
     p.add_argument("--scaling", action="store_true", help="1 -> 2 thread scaling of LM and I-lstm-B32 (fresh processes)")
     p.add_argument("--cli", action="store_true", help="`rnnrs train` end to end against a plain PyTorch loop")
     p.add_argument("--cli-steps", type=int, default=300, help="optimizer steps of the --cli runs (default 300)")
@@ -77,7 +81,7 @@ try:
 except ImportError:  # pragma: no cover
     oracle = None
 try:
-    if ARGS.no_torch:
+    if ARGS.no_torch or ARGS.lib == "rnnrs":
         raise ImportError
     import torch  # noqa: E402
 
@@ -309,17 +313,17 @@ def report(row):
     if ARGS.peak:
         for lib in ("rnnrs", "torch"):
             if row.get(lib):
-                row[f"{lib}_peak_fraction"] = row["gflops"] * row["rnnrs"] / row[lib] / ARGS.peak
+                row[f"{lib}_peak_fraction"] = row["gflops"] * min(row.get(k) or 1e30 for k in ("rnnrs", "torch")) / row[lib] / ARGS.peak
     if ARGS.json:
         print(json.dumps(row), flush=True)
         return
     libs = " | ".join(f"{k} {row[k]:9.2f} ms" for k in ("rnnrs", "torch", "numpy") if row.get(k) is not None)
-    ratio = f"  torch/rnnrs {row['torch'] / row['rnnrs']:.2f}x" if row.get("torch") else ""
+    ratio = f"  torch/rnnrs {row['torch'] / row['rnnrs']:.2f}x" if row.get("torch") and row.get("rnnrs") else ""
     peak = ""
     if ARGS.peak:
         peak = "  of peak: " + ", ".join(f"{lib} {row[lib + '_peak_fraction']:.0%}" for lib in ("rnnrs", "torch")
                                         if row.get(lib + "_peak_fraction") is not None)
-    print(f"{row['config']:6} {row['mode']:7} {libs}  rnnrs {row['gflops']:.0f} GFLOP/s{ratio}{peak}", flush=True)
+    print(f"{row['config']:6} {row['mode']:7} {libs}  {row['gflops']:.0f} GFLOP/s (fastest){ratio}{peak}", flush=True)
 
 
 def lm_flops():
@@ -379,12 +383,14 @@ def lm_job():
         if abs(first["torch"] - first["rnnrs"]) > 1e-4 * abs(first["rnnrs"]):
             raise SystemExit(f"LM: first-step losses differ: rnnrs {first['rnnrs']}, torch {first['torch']}")
         fns["torch"] = make_torch()
+    if ARGS.lib:
+        fns = {ARGS.lib: fns[ARGS.lib]}
     times = {lib: [] for lib in fns}
     for _ in range(ARGS.rounds):
         for lib, fn in fns.items():
             times[lib] += median_ms(fn, ARGS.reps)
     med = {lib: statistics.median(t) for lib, t in times.items()}
-    report({"config": "LM", "mode": "train", "threads": ARGS.threads, **med, "gflops": lm_flops() / 1e6 / med["rnnrs"]})
+    report({"config": "LM", "mode": "train", "threads": ARGS.threads, **med, "gflops": lm_flops() / 1e6 / min(med.values())})
 
 
 def main():
@@ -415,13 +421,15 @@ def main():
                 if not np.allclose(out, ref, rtol=1e-3, atol=1e-4):
                     raise SystemExit(f"{name} {mode}: {lib} disagrees with rnnrs (max diff {np.abs(out - ref).max():.3g})")
                 fns[lib] = fn
+            if ARGS.lib:
+                fns = {ARGS.lib: fns[ARGS.lib]}
             times = {lib: [] for lib in fns}
             for _ in range(ARGS.rounds):
                 for lib, fn in fns.items():
                     times[lib] += median_ms(fn, 1, 0) if lib == "numpy" else median_ms(fn, ARGS.reps)
             med = {lib: statistics.median(t) for lib, t in times.items()}
             f = flops(*CONFIGS[name]) * (3 if mode == "fwdbwd" else 1)
-            report({"config": name, "mode": mode, "threads": ARGS.threads, **med, "gflops": f / 1e6 / med["rnnrs"]})
+            report({"config": name, "mode": mode, "threads": ARGS.threads, **med, "gflops": f / 1e6 / min(med.values())})
 
 
 # --------------------------------------------------------------------------------- --system checks
