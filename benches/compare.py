@@ -13,6 +13,12 @@ for about 0.1 s after a call, and timed inside that window the next library lose
     python benches/compare.py --mode fwd            # forward only
     python benches/compare.py --system              # import time, 1 vs 2 thread scaling and bit
                                                     # identity, peak memory of training M
+    python benches/compare.py --config 'LM|I-.*' --peak 190   # the user's jobs: language-model train
+                                                    # step, inference forward at batch 1-32, and
+                                                    # each as a fraction of a 190 GFLOP/s peak
+    python benches/compare.py --scaling             # 1 -> 2 threads for LM and I-lstm-B32
+    python benches/compare.py --cli                 # `rnnrs train` end to end against a plain
+                                                    # PyTorch loop (tokens/s, fresh processes)
 
 PyTorch is never a dependency of rnnrs: install it in a separate venv together with rnnrs to compare.
 """
@@ -42,6 +48,16 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--no-numpy", action="store_true", help="skip the (slow, float64) NumPy oracle")
     p.add_argument("--json", action="store_true", help="one JSON object per result line")
+    p.add_argument("--peak", type=float, default=None,
+                   help="the machine's float32 FMA peak in GFLOP/s on all threads used (e.g. 2x the "
+                        "`cargo bench -p rnnrs-benches -- machine/` figure): results also as fractions of it")
+    p.add_argument("--lib", choices=["rnnrs", "torch"], default=None,
+                   help="time this library only (rnnrs: PyTorch is not even imported). Two thread pools in one "
+                        "process slow each other down for longer than --gap: for the fairest figures run "
+                        "--lib rnnrs and --lib torch in alternating processes")
+    p.add_argument("--scaling", action="store_true", help="1 -> 2 thread scaling of LM and I-lstm-B32 (fresh processes)")
+    p.add_argument("--cli", action="store_true", help="`rnnrs train` end to end against a plain PyTorch loop")
+    p.add_argument("--cli-steps", type=int, default=300, help="optimizer steps of the --cli runs (default 300)")
     p.add_argument("--system", action="store_true",
                    help="instead of the timings: import time, scaling 1 -> 2 threads at L, bit identity across "
                         "thread counts, peak memory of forward+backward at M (each in fresh processes)")
@@ -65,7 +81,7 @@ try:
 except ImportError:  # pragma: no cover
     oracle = None
 try:
-    if ARGS.no_torch:
+    if ARGS.no_torch or ARGS.lib == "rnnrs":
         raise ImportError
     import torch  # noqa: E402
 
@@ -81,7 +97,16 @@ CONFIGS = {
     "M-gru": ("gru", 256, 256, 2, False, 64, 64),
     "M-rnn": ("rnn", 256, 256, 2, False, 64, 64),
     "M-bi": ("lstm", 256, 256, 2, True, 64, 64),
+    # Inference forward of the user's model shapes (input 128, hidden 256, 2 layers, 64 steps)
+    # at the batch sizes of evaluation and generation; H200: a hidden size not a multiple of 16.
+    **{f"I-{c}-B{b}": (c, 128, 256, 2, False, b, 64) for c in ("lstm", "gru") for b in (1, 8, 16, 32)},
+    "I-lstm-H200-B32": ("lstm", 128, 200, 2, False, 32, 64),
 }
+# Configurations timed forward only (inference).
+FORWARD_ONLY = {name for name in CONFIGS if name.startswith("I-")}
+# The language-model train step of the trainer's defaults: vocab 66, embed 128, LSTM 256 x 2,
+# 64 steps, batch 32, Adam (lr 2e-3), global-norm clip 1.
+LM = dict(vocab=66, embed=128, hidden=256, layers=2, seq=64, batch=32)
 GATES = {"lstm": 4, "gru": 3, "rnn": 1}
 MODE = {"lstm": "lstm", "gru": "gru", "rnn": "rnn_tanh"}
 
@@ -285,12 +310,87 @@ def generation():
 
 
 def report(row):
+    if ARGS.peak:
+        for lib in ("rnnrs", "torch"):
+            if row.get(lib):
+                row[f"{lib}_peak_fraction"] = row["gflops"] * min(row.get(k) or 1e30 for k in ("rnnrs", "torch")) / row[lib] / ARGS.peak
     if ARGS.json:
         print(json.dumps(row), flush=True)
         return
     libs = " | ".join(f"{k} {row[k]:9.2f} ms" for k in ("rnnrs", "torch", "numpy") if row.get(k) is not None)
-    ratio = f"  torch/rnnrs {row['torch'] / row['rnnrs']:.2f}x" if row.get("torch") else ""
-    print(f"{row['config']:6} {row['mode']:7} {libs}  rnnrs {row['gflops']:.0f} GFLOP/s{ratio}", flush=True)
+    ratio = f"  torch/rnnrs {row['torch'] / row['rnnrs']:.2f}x" if row.get("torch") and row.get("rnnrs") else ""
+    peak = ""
+    if ARGS.peak:
+        peak = "  of peak: " + ", ".join(f"{lib} {row[lib + '_peak_fraction']:.0%}" for lib in ("rnnrs", "torch")
+                                        if row.get(lib + "_peak_fraction") is not None)
+    print(f"{row['config']:6} {row['mode']:7} {libs}  {row['gflops']:.0f} GFLOP/s (fastest){ratio}{peak}", flush=True)
+
+
+def lm_flops():
+    """FLOPs of one LM train step as PyTorch computes it (forward 2·G·H·(in + H) per layer and
+    token plus the output layer, backward twice that): rnnrs's table lookup for layer 0 does fewer."""
+    c = LM
+    per_token = sum(2 * 4 * c["hidden"] * ((c["embed"] if l == 0 else c["hidden"]) + c["hidden"]) for l in range(c["layers"]))
+    per_token += 2 * c["hidden"] * c["vocab"]
+    return 3 * per_token * c["seq"] * c["batch"]
+
+
+def lm_job():
+    """The language-model train step, rnnrs against the same model in PyTorch (same weights, the
+    first step's losses checked equal), each timed in its own blocks."""
+    c = LM
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, c["vocab"], (c["seq"], c["batch"]))
+    y = rng.integers(0, c["vocab"], (c["seq"], c["batch"]))
+
+    def make_rnnrs():
+        m = rnnrs.LanguageModel(c["vocab"], c["embed"], c["hidden"], c["layers"], "lstm", seed=0)
+        m.set_optimizer("adam", 2e-3)
+        return m
+
+    m = make_rnnrs()
+    fns = {"rnnrs": lambda: m.train_step(x, y, None, 1.0)[0]}
+    first = {"rnnrs": make_rnnrs().train_step(x, y, None, 1.0)[0]}
+    if torch is not None:
+        sd = m.state_dict()
+
+        class TorchLM(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.embedding = torch.nn.Embedding(c["vocab"], c["embed"])
+                self.rnn = torch.nn.LSTM(c["embed"], c["hidden"], c["layers"])
+                self.linear = torch.nn.Linear(c["hidden"], c["vocab"])
+
+            def forward(self, ids):
+                return self.linear(self.rnn(self.embedding(ids))[0])
+
+        def make_torch():
+            tm = TorchLM()
+            tm.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
+            opt = torch.optim.Adam(tm.parameters(), lr=2e-3)
+            xt, yt = torch.from_numpy(x), torch.from_numpy(y).reshape(-1)
+
+            def step():
+                opt.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.cross_entropy(tm(xt).reshape(-1, c["vocab"]), yt)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(tm.parameters(), 1.0)
+                opt.step()
+                return loss.item()
+            return step
+
+        first["torch"] = make_torch()()
+        if abs(first["torch"] - first["rnnrs"]) > 1e-4 * abs(first["rnnrs"]):
+            raise SystemExit(f"LM: first-step losses differ: rnnrs {first['rnnrs']}, torch {first['torch']}")
+        fns["torch"] = make_torch()
+    if ARGS.lib:
+        fns = {ARGS.lib: fns[ARGS.lib]}
+    times = {lib: [] for lib in fns}
+    for _ in range(ARGS.rounds):
+        for lib, fn in fns.items():
+            times[lib] += median_ms(fn, ARGS.reps)
+    med = {lib: statistics.median(t) for lib, t in times.items()}
+    report({"config": "LM", "mode": "train", "threads": ARGS.threads, **med, "gflops": lm_flops() / 1e6 / min(med.values())})
 
 
 def main():
@@ -298,17 +398,22 @@ def main():
     if not ARGS.json:
         print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, threads={ARGS.threads}, "
               f"rnnrs {rnnrs.__version__}, torch {torch.__version__ if torch else 'absent'}, numpy {np.__version__}")
+    if re.fullmatch(ARGS.config, "LM"):
+        lm_job()
     for name in CONFIGS:
         if not re.fullmatch(ARGS.config, name):
             continue
+        if name in FORWARD_ONLY and "fwd" not in modes:
+            continue
+        cfg_modes = ["fwd"] if name in FORWARD_ONLY else modes
         cell, layer, x, dy = build(name)
         impls = {"rnnrs": rnnrs_fns(layer, x, dy, cell)}
         if torch is not None:
             impls["torch"] = torch_fns(name, layer, x, dy, cell)
         if oracle is not None and not ARGS.no_numpy:
             impls["numpy"] = numpy_fns(layer, x, dy, cell, name)
-        for mi, mode in enumerate(modes):
-            ref = impls["rnnrs"][mi if len(modes) == 2 else ("fwd", "fwdbwd").index(mode)]()
+        for mode in cfg_modes:
+            ref = impls["rnnrs"][("fwd", "fwdbwd").index(mode)]()
             fns = {}
             for lib, pair in impls.items():
                 fn = pair[("fwd", "fwdbwd").index(mode)]
@@ -316,13 +421,15 @@ def main():
                 if not np.allclose(out, ref, rtol=1e-3, atol=1e-4):
                     raise SystemExit(f"{name} {mode}: {lib} disagrees with rnnrs (max diff {np.abs(out - ref).max():.3g})")
                 fns[lib] = fn
+            if ARGS.lib:
+                fns = {ARGS.lib: fns[ARGS.lib]}
             times = {lib: [] for lib in fns}
             for _ in range(ARGS.rounds):
                 for lib, fn in fns.items():
                     times[lib] += median_ms(fn, 1, 0) if lib == "numpy" else median_ms(fn, ARGS.reps)
             med = {lib: statistics.median(t) for lib, t in times.items()}
             f = flops(*CONFIGS[name]) * (3 if mode == "fwdbwd" else 1)
-            report({"config": name, "mode": mode, "threads": ARGS.threads, **med, "gflops": f / 1e6 / med["rnnrs"]})
+            report({"config": name, "mode": mode, "threads": ARGS.threads, **med, "gflops": f / 1e6 / min(med.values())})
 
 
 # --------------------------------------------------------------------------------- --system checks
@@ -386,11 +493,120 @@ def system():
                                                          for k, v in r.items()), flush=True)
 
 
+def scaling():
+    """1 -> 2 threads for the LM train step and the batch-32 LSTM forward, rnnrs alone, each
+    thread count in its own fresh process."""
+    per = {}
+    for th in (1, 2):
+        for r in _run(["--threads", str(th), "--config", "LM|I-lstm-B32", "--mode", "fwd", "--no-torch", "--no-numpy",
+                       "--json", "--rounds", str(ARGS.rounds), "--reps", str(ARGS.reps)]):
+            if r.get("config") in ("LM", "I-lstm-B32"):
+                per[(r["config"], th)] = r["rnnrs"]
+    for name in ("LM", "I-lstm-B32"):
+        row = {"check": f"scaling {name}", "ms_1_thread": per[(name, 1)], "ms_2_threads": per[(name, 2)],
+               "speedup": per[(name, 1)] / per[(name, 2)]}
+        print(json.dumps(row) if ARGS.json else "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                         for k, v in row.items()), flush=True)
+
+
+TORCH_LOOP = r'''
+# A plain PyTorch character-LM loop equivalent to `rnnrs train`'s defaults: 5 % validation split,
+# random 64-step windows in batches of 32, embed 128, LSTM 256 x 2 with dropout 0.1, Adam 2e-3,
+# clip 1, a log line every 10 steps, a checkpoint every 200 steps and at the end, and a final
+# validation loss.
+import sys, time, numpy as np, torch
+corpus, out, steps = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(int(sys.argv[4]))
+text = open(corpus, encoding="utf-8").read()
+chars = sorted(set(text))
+lut = {ch: i for i, ch in enumerate(chars)}
+ids = np.fromiter((lut[ch] for ch in text), dtype=np.int64, count=len(text))
+n_val = int(len(ids) * 0.05)
+train, val = ids[:-n_val], ids[-n_val:]
+V, T, B = len(chars), 64, 32
+class LM(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.embedding = torch.nn.Embedding(V, 128)
+        self.rnn = torch.nn.LSTM(128, 256, 2, dropout=0.1)
+        self.linear = torch.nn.Linear(256, V)
+    def forward(self, x):
+        return self.linear(self.rnn(self.embedding(x))[0])
+torch.manual_seed(0)
+model = LM()
+opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+rng = np.random.default_rng(0)
+for step in range(1, steps + 1):
+    starts = rng.integers(0, len(train) - T - 1, B)
+    win = np.stack([train[s:s + T + 1] for s in starts], axis=1)
+    x, y = torch.from_numpy(win[:-1]), torch.from_numpy(win[1:])
+    opt.zero_grad(set_to_none=True)
+    loss = torch.nn.functional.cross_entropy(model(x).reshape(-1, V), y.reshape(-1))
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    if step % 10 == 0:
+        print(f"step {step} loss {loss.item():.4f}", flush=True)
+    if step % 200 == 0 or step == steps:
+        torch.save({"model": model.state_dict(), "opt": opt.state_dict()}, out + "/checkpoint.pt")
+model.eval()
+with torch.no_grad():
+    n = (len(val) - 1) // T * T
+    vx = torch.from_numpy(val[:n].reshape(-1, T).T.copy())
+    vy = torch.from_numpy(val[1:n + 1].reshape(-1, T).T.copy())
+    print("val loss", torch.nn.functional.cross_entropy(model(vx).reshape(-1, V), vy.reshape(-1)).item())
+'''
+
+
+def cli():
+    """`rnnrs train` end to end (fresh process: imports, data loading, logging, checkpoints)
+    against the plain PyTorch loop above, same corpus and steps; tokens/s of the whole process."""
+    import subprocess
+    import tempfile
+    rng = np.random.default_rng(0)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"))
+    words = ["".join(rng.choice(letters, rng.integers(1, 9))) for _ in range(3000)]
+    punct = [" ", " ", " ", " ", ", ", ". ", "\n", "; ", "! ", "? "]
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = os.path.join(tmp, "corpus.txt")
+        with open(corpus, "w", encoding="utf-8") as f:
+            f.write("".join(words[i] + punct[j] for i, j in zip(rng.integers(0, len(words), 200_000),
+                                                              rng.integers(0, len(punct), 200_000)))[:1_100_000])
+        loop = os.path.join(tmp, "torch_loop.py")
+        with open(loop, "w", encoding="utf-8") as f:
+            f.write(TORCH_LOOP)
+        env = dict(os.environ)
+        cmds = {"rnnrs": [sys.executable, "-m", "rnnrs", "train", "--corpus", corpus, "--out", os.path.join(tmp, "r"),
+                          "--steps", str(ARGS.cli_steps), "--quiet", "--no-plot", "--overwrite"]}
+        if torch is not None:
+            os.makedirs(os.path.join(tmp, "t"), exist_ok=True)
+            cmds["torch"] = [sys.executable, loop, corpus, os.path.join(tmp, "t"), str(ARGS.cli_steps), str(ARGS.threads)]
+        times = {lib: [] for lib in cmds}
+        for _ in range(ARGS.rounds):
+            for lib, cmd in cmds.items():
+                time.sleep(ARGS.gap)
+                t0 = time.perf_counter()
+                subprocess.run(cmd, check=True, env=env, capture_output=True)
+                times[lib].append(time.perf_counter() - t0)
+        tokens = ARGS.cli_steps * LM["seq"] * LM["batch"]
+        row = {"check": "train end to end", "steps": ARGS.cli_steps, "threads": ARGS.threads,
+               **{f"{lib}_s": statistics.median(t) for lib, t in times.items()},
+               **{f"{lib}_tokens_per_s": tokens / statistics.median(t) for lib, t in times.items()}}
+        if "torch" in times:
+            row["rnnrs_over_torch_tokens_per_s"] = row["rnnrs_tokens_per_s"] / row["torch_tokens_per_s"]
+        print(json.dumps(row) if ARGS.json else "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                         for k, v in row.items()), flush=True)
+
+
 if __name__ == "__main__":
     if ARGS.child:
         child()
     elif ARGS.system:
         system()
+    elif ARGS.scaling:
+        scaling()
+    elif ARGS.cli:
+        cli()
     else:
         main()
         generation()

@@ -10,6 +10,7 @@
 
 use crate::allocator::zeros;
 use crate::cell::{self, CellKind};
+use crate::colsplit;
 use crate::config::RecurrentConfig;
 use crate::element::Element;
 use crate::error::{check_shape, Error, Result};
@@ -104,13 +105,18 @@ enum LayerInput<F> {
     Dense(Array2<F>),
     /// `T·B` ids in `[0, input_size)`.
     OneHot(Vec<usize>),
+    /// `T·B` ids into the rows of an embedding table `(V, I_l)` (layer 0 of a language model with
+    /// a small vocabulary): the input projection is a row gather of `table · W_ihᵀ` (`V` rows
+    /// instead of `T·B`), and the gradients of `W_ih` and of the table come from the per-token sums
+    /// of `dG` (again `V` rows).
+    Embedded { ids: Vec<usize>, table: Array2<F> },
 }
 
 impl<F: Element> LayerInput<F> {
     fn rows(&self) -> usize {
         match self {
             LayerInput::Dense(a) => a.nrows(),
-            LayerInput::OneHot(ids) => ids.len(),
+            LayerInput::OneHot(ids) | LayerInput::Embedded { ids, .. } => ids.len(),
         }
     }
     /// `(T·B, G·H)` = `input · W_ihᵀ` (the time loops add the biases, block by block, while the
@@ -125,10 +131,19 @@ impl<F: Element> LayerInput<F> {
                 }
                 out
             }
+            LayerInput::Embedded { ids, table } => {
+                let per_token = crate::linalg::product(&table.view(), &weight.t());
+                let mut out = zeros(ids.len(), weight.nrows());
+                for (mut row, &id) in out.rows_mut().into_iter().zip(ids) {
+                    row.assign(&per_token.row(id));
+                }
+                out
+            }
         }
     }
-    /// `dW_ih += dGᵀ · input`; returns `Σ_t dG` (the bias gradient), summed in the same pass.
-    fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) -> Array1<F> {
+    /// `dW_ih += dGᵀ · input`; returns `Σ_t dG` (the bias gradient), summed in the same pass, and
+    /// for an embedded input the per-token sums of `dG` `(V, G·H)`.
+    fn add_weight_grad(&self, dg: &Array2<F>, dw: &mut Array2<F>) -> (Array1<F>, Option<Array2<F>>) {
         let mut db = Array1::zeros(dg.ncols());
         match self {
             LayerInput::Dense(a) => {
@@ -141,8 +156,18 @@ impl<F: Element> LayerInput<F> {
                     db += &row;
                 }
             }
+            LayerInput::Embedded { ids, table } => {
+                let mut per_token = Array2::<F>::zeros((table.nrows(), dg.ncols()));
+                for (row, &id) in dg.rows().into_iter().zip(ids) {
+                    let mut acc = per_token.row_mut(id);
+                    acc += &row;
+                    db += &row;
+                }
+                add_transposed_product(per_token.view(), table.view(), &mut dw.view_mut(), None);
+                return (db, Some(per_token));
+            }
         }
-        db
+        (db, None)
     }
 }
 
@@ -196,6 +221,46 @@ pub struct Recurrent<F> {
     grads: Vec<DirParams<F>>,
     seed: u64,
     dropout_calls: u64,
+    /// The column-split loops' packed forward weights per layer and direction, kept between
+    /// calls and cleared by every mutation of the parameters (`visit_mut`).
+    packs: PackCache<F>,
+}
+
+/// A cache of packed weights: empty in a clone, so a clone never shares a stale copy.
+struct PackCache<F>(std::sync::Mutex<Vec<Option<std::sync::Arc<colsplit::FwdPack<F>>>>>);
+
+impl<F> PackCache<F> {
+    fn new() -> Self {
+        PackCache(std::sync::Mutex::new(Vec::new()))
+    }
+    fn get(&self, idx: usize) -> Option<std::sync::Arc<colsplit::FwdPack<F>>> {
+        self.0.lock().ok()?.get(idx).cloned().flatten()
+    }
+    fn put(&self, idx: usize, pack: colsplit::FwdPack<F>) {
+        if let Ok(mut v) = self.0.lock() {
+            if v.len() <= idx {
+                v.resize_with(idx + 1, || None);
+            }
+            v[idx] = Some(std::sync::Arc::new(pack));
+        }
+    }
+    fn clear(&mut self) {
+        if let Ok(v) = self.0.get_mut() {
+            v.clear();
+        }
+    }
+}
+
+impl<F> Clone for PackCache<F> {
+    fn clone(&self) -> Self {
+        PackCache::new()
+    }
+}
+
+impl<F> std::fmt::Debug for PackCache<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackCache")
+    }
 }
 
 impl<F: Element> Recurrent<F> {
@@ -208,7 +273,7 @@ impl<F: Element> Recurrent<F> {
         let params: Vec<DirParams<F>> =
             (0..config.num_layers * d).map(|i| DirParams::zeros(g, config.layer_input_size(i / d), h)).collect();
         let grads = params.clone();
-        let mut layer = Recurrent { config, params, grads, seed, dropout_calls: 0 };
+        let mut layer = Recurrent { config, params, grads, seed, dropout_calls: 0, packs: PackCache::new() };
         layer.reset_parameters(seed);
         Ok(layer)
     }
@@ -294,6 +359,51 @@ impl<F: Element> Recurrent<F> {
         let seed = self.next_dropout_seed();
         let (out, tape) = self.run(input, ids.nrows(), h0, c0, None, seed, true)?;
         Ok((out, tape.expect("a training run keeps its tape")))
+    }
+
+    /// Inference on token ids `(T, B)` looked up in an embedding `table (V, input_size)` (the ids
+    /// checked `< V` by the caller): the same results as the dense input `table[ids]` up to
+    /// rounding, with the input projection computed for the `V` table rows instead of `T·B`.
+    pub(crate) fn forward_embedded(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        table: &Array2<F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<RecurrentOutput<F>> {
+        let input = self.check_embedded(ids, table, &h0, &c0)?;
+        Ok(self.run(input, ids.nrows(), h0, c0, None, None, false)?.0)
+    }
+
+    /// Training forward of [`Recurrent::forward_embedded`]; its tape's
+    /// [`Recurrent::backward_table`] returns the table's gradient.
+    pub(crate) fn forward_train_embedded(
+        &mut self,
+        ids: ArrayView2<'_, usize>,
+        table: &Array2<F>,
+        h0: Option<ArrayView3<'_, F>>,
+        c0: Option<ArrayView3<'_, F>>,
+    ) -> Result<(RecurrentOutput<F>, Tape<F>)> {
+        let input = self.check_embedded(ids, table, &h0, &c0)?;
+        let seed = self.next_dropout_seed();
+        let (out, tape) = self.run(input, ids.nrows(), h0, c0, None, seed, true)?;
+        Ok((out, tape.expect("a training run keeps its tape")))
+    }
+
+    fn check_embedded(
+        &self,
+        ids: ArrayView2<'_, usize>,
+        table: &Array2<F>,
+        h0: &Option<ArrayView3<'_, F>>,
+        c0: &Option<ArrayView3<'_, F>>,
+    ) -> Result<LayerInput<F>> {
+        let (t, b) = ids.dim();
+        self.check_inputs((t, b, table.ncols()), h0, c0)?;
+        let ids: Vec<usize> = ids.iter().copied().collect();
+        if let Some(&bad) = ids.iter().find(|&&i| i >= table.nrows()) {
+            return Err(crate::error::invalid("token id", format!("an id in [0, {})", table.nrows()), bad));
+        }
+        Ok(LayerInput::Embedded { ids, table: table.clone() })
     }
 
     fn check_tokens(
@@ -414,7 +524,9 @@ impl<F: Element> Recurrent<F> {
                 let idx = l * d + dir;
                 let c0v = c0.as_ref().map(|c| c.index_axis(Axis(0), idx));
                 let lens = lengths.as_deref();
-                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, lens, dir == 1, keep)
+                let threads = (rayon::current_num_threads() / d).max(1);
+                let packs = (&self.packs, idx);
+                dir_forward(cfg.cell, &self.params[idx], &input, t, b, h0.index_axis(Axis(0), idx), c0v, lens, dir == 1, keep, threads, packs)
             };
             let runs = if d == 2 {
                 let (f, r) = rayon::join(|| run_dir(0), || run_dir(1));
@@ -487,6 +599,10 @@ impl<F: Element> Recurrent<F> {
                 LayerInput::Dense(x) => (x.shape() != [t * b, i]).then(|| format!("{:?}", x.shape())),
                 LayerInput::OneHot(ids) => (l > 0 || ids.len() != t * b || ids.iter().any(|&id| id >= i))
                     .then(|| format!("{} one-hot ids", ids.len())),
+                LayerInput::Embedded { ids, table } => {
+                    (l > 0 || ids.len() != t * b || table.ncols() != i || ids.iter().any(|&id| id >= table.nrows()))
+                        .then(|| format!("{} embedded ids", ids.len()))
+                }
             };
             if let Some(got) = input {
                 return mismatch(format!("layer {l} input"), format!("[{}, {i}]", t * b), got);
@@ -529,6 +645,18 @@ impl<F: Element> Recurrent<F> {
         dh_n: Option<ArrayView3<'_, F>>,
         dc_n: Option<ArrayView3<'_, F>>,
     ) -> Result<RecurrentInputGrads<F>> {
+        Ok(self.backward_table(tape, dy, dh_n, dc_n)?.0)
+    }
+
+    /// [`Recurrent::backward`], and for the tape of [`Recurrent::forward_train_embedded`] the
+    /// gradient of the embedding table `(V, I)` (the input gradient is then `None`).
+    pub(crate) fn backward_table(
+        &mut self,
+        tape: &Tape<F>,
+        dy: ArrayView3<'_, F>,
+        dh_n: Option<ArrayView3<'_, F>>,
+        dc_n: Option<ArrayView3<'_, F>>,
+    ) -> Result<(RecurrentInputGrads<F>, Option<Array2<F>>)> {
         let cfg = self.config.clone();
         let (t, b) = (tape.steps, tape.batch);
         let (d, hs) = (cfg.directions(), cfg.hidden_size);
@@ -578,6 +706,7 @@ impl<F: Element> Recurrent<F> {
                     dc_n.index_axis(Axis(0), idx),
                     tape.lengths.as_deref(),
                     dir == 1,
+                    (rayon::current_num_threads() / d).max(1),
                 )
             };
             let results = if d == 2 {
@@ -599,6 +728,9 @@ impl<F: Element> Recurrent<F> {
                     (Some(_), _) => None,
                 });
             }
+            if matches!(lt.input, LayerInput::Embedded { .. }) {
+                return Ok((RecurrentInputGrads { dx: None, dh0, dc0 }, dx.flatten()));
+            }
             match dx.flatten() {
                 Some(mut dx) => {
                     if let Some(m) = &lt.mask {
@@ -608,13 +740,13 @@ impl<F: Element> Recurrent<F> {
                 }
                 None => {
                     // One-hot input: no input gradient.
-                    return Ok(RecurrentInputGrads { dx: None, dh0, dc0 });
+                    return Ok((RecurrentInputGrads { dx: None, dh0, dc0 }, None));
                 }
             }
         }
         let dx = dy_l.into_shape_with_order((t, b, cfg.input_size)).expect("(T, B, I)");
         let dx = Some(dx);
-        Ok(RecurrentInputGrads { dx, dh0, dc0 })
+        Ok((RecurrentInputGrads { dx, dh0, dc0 }, None))
     }
 }
 
@@ -630,6 +762,8 @@ impl<F: Element> Module<F> for Recurrent<F> {
         }
     }
     fn visit_mut(&mut self, f: &mut VisitorMut<'_, F>) {
+        // Every change of the parameters passes here (initialisation, loading, optimizer steps).
+        self.packs.clear();
         let d = self.config.directions();
         for (i, (p, g)) in self.params.iter_mut().zip(self.grads.iter_mut()).enumerate() {
             let sfx = format!("_l{}{}", i / d, RecurrentConfig::dir_suffix(i % d));
@@ -785,11 +919,17 @@ fn dir_forward<F: Element>(
     lengths: Option<&[usize]>,
     reverse: bool,
     keep: bool,
+    threads: usize,
+    packs: (&PackCache<F>, usize),
 ) -> DirRun<F> {
     let gh = p.weight_hh.nrows();
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
     let gru = cell == CellKind::Gru;
+    if hs >= colsplit::MIN_HIDDEN {
+        let lp = colsplit::Loop { cell, t, b, hs, lengths, reverse, threads };
+        return dir_forward_columns(&lp, p, input, h0, c0, keep, packs);
+    }
     // RNN and LSTM: `pre = x·W_ihᵀ` for all steps at once; each step adds `(b_ih + b_hh)` and
     // `h·W_hhᵀ` into its rows and the cell turns them into the gate activations in place, so `pre`
     // becomes the tape's gates. GRU needs `W_hn h + b_hn` apart (the reset gate scales it): it keeps
@@ -908,7 +1048,27 @@ fn dir_forward<F: Element>(
     let (hl, cl): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let h_last = stack_rows(hl.into_iter(), b * hs);
     let c_last = lstm.then(|| stack_rows(cl.into_iter(), b * hs));
-    // The output: the states, zero at padded steps (the tape keeps the states themselves).
+    let gates = if fused { pre } else { gates };
+    finish_forward(cell, b, lengths, keep, h_all, h_last, c_last, gates, hw_all, c_all)
+}
+
+/// The output of a direction (the states, zero at padded steps; the tape keeps the states
+/// themselves) and its tape.
+#[allow(clippy::too_many_arguments)]
+fn finish_forward<F: Element>(
+    cell: CellKind,
+    b: usize,
+    lengths: Option<&[usize]>,
+    keep: bool,
+    h_all: Array2<F>,
+    h_last: Array1<F>,
+    c_last: Option<Array1<F>>,
+    gates: Array2<F>,
+    hw_all: Array2<F>,
+    c_all: Array2<F>,
+) -> DirRun<F> {
+    let hs = h_all.ncols();
+    let (lstm, gru) = (cell.has_cell_state(), cell == CellKind::Gru);
     let (mut y, h_all) = if keep { (h_all.clone(), h_all) } else { (h_all, Array2::zeros((0, hs))) };
     if let Some(l) = lengths {
         for (n, mut r) in y.rows_mut().into_iter().enumerate() {
@@ -917,9 +1077,86 @@ fn dir_forward<F: Element>(
             }
         }
     }
-    let gates = if fused { pre } else { gates };
     let tape = keep.then(|| DirTape { gates, hw: gru.then_some(hw_all), h: h_all, c: lstm.then_some(c_all) });
     DirRun { h: y, h_last, c_last, tape }
+}
+
+/// Up to this many rows (`T·B`), the column loops project a dense input themselves.
+const PROJECT_MAX_ROWS: usize = 1024;
+
+/// [`dir_forward`] split by columns across the threads (see `colsplit`).
+fn dir_forward_columns<F: Element>(
+    lp: &colsplit::Loop<'_>,
+    p: &DirParams<F>,
+    input: &LayerInput<F>,
+    h0: ArrayView2<'_, F>,
+    c0: Option<ArrayView2<'_, F>>,
+    keep: bool,
+    (cache, idx): (&PackCache<F>, usize),
+) -> DirRun<F> {
+    let (t, b, hs, cell) = (lp.t, lp.b, lp.hs, lp.cell);
+    let gh = p.weight_hh.nrows();
+    let (lstm, gru) = (cell.has_cell_state(), cell == CellKind::Gru);
+    // RNN and LSTM on dense inputs whose weights fit in half the L2 compute the input projection
+    // inside each step (see `dir_forward`); otherwise it is one large product first. The choice
+    // depends on the shapes only, never on the thread count.
+    let in_steps = !gru && fits_half_l2(panel_bytes(p.weight_ih.ncols() + hs, gh));
+    // Short dense inputs (inference at small batches) are projected by the members themselves,
+    // each onto its own columns, with its cached packed `W_ihᵀ` (see `colsplit::FwdIn::project`).
+    let project = !in_steps && t * b <= PROJECT_MAX_ROWS;
+    let fused = match input {
+        LayerInput::Dense(x) if in_steps || project => Some(x.as_slice().expect("contiguous")),
+        _ => None,
+    };
+    let mut pre = match fused {
+        Some(_) => zeros(if keep && !gru { t * b } else { 0 }, gh),
+        None => input.project(&p.weight_ih),
+    };
+    let pre_bias = if gru { p.bias_ih.clone() } else { &p.bias_ih + &p.bias_hh };
+    let mut gates = zeros::<F>(if gru && keep { t * b } else { 0 }, gh);
+    let mut hw_all = zeros::<F>(if gru && keep { t * b } else { 0 }, gh);
+    let mut c_all = zeros::<F>(if lstm && keep { t * b } else { 0 }, hs);
+    let mut h_all = zeros::<F>(t * b, hs);
+    let mut c_last = zeros::<F>(if lstm { b } else { 0 }, hs);
+    let h0c = h0.as_standard_layout();
+    let c0c = c0.map(|c| c.as_standard_layout().into_owned());
+    let cached = cache.get(idx);
+    let inp = colsplit::FwdIn {
+        w_hh: p.weight_hh.view(),
+        fused: fused.map(|x| (x, p.weight_ih.view())),
+        project: project && fused.is_some(),
+        pre_bias: pre_bias.as_slice().expect("contiguous"),
+        b_hh: p.bias_hh.as_slice().expect("contiguous"),
+        h0: h0c.as_slice().expect("contiguous"),
+        c0: c0c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous")),
+        pack: cached.as_deref(),
+    };
+    let out = colsplit::FwdOut {
+        pre: pre.as_slice_mut().expect("contiguous"),
+        gates: gates.as_slice_mut().expect("contiguous"),
+        hw: hw_all.as_slice_mut().expect("contiguous"),
+        c_all: c_all.as_slice_mut().expect("contiguous"),
+        h_all: h_all.as_slice_mut().expect("contiguous"),
+        c_last: c_last.as_slice_mut().expect("contiguous"),
+    };
+    let pack = colsplit::forward(lp, inp, out, keep);
+    if cached.is_none_or(|c| c.members != pack.members || c.fused != pack.fused) {
+        cache.put(idx, pack);
+    }
+    let last = lp_last(lp);
+    let h_last = Array1::from_vec(block(h_all.as_slice().expect("contiguous"), last * b, b, hs).to_vec());
+    let c_last = lstm.then(|| c_last.into_shape_with_order(b * hs).expect("(B·H)"));
+    let gates = if gru { gates } else { pre };
+    finish_forward(cell, b, lp.lengths, keep, h_all, h_last, c_last, gates, hw_all, c_all)
+}
+
+/// The time index of a loop's last step.
+fn lp_last(lp: &colsplit::Loop<'_>) -> usize {
+    if lp.reverse {
+        0
+    } else {
+        lp.t - 1
+    }
 }
 
 /// One direction's BPTT. Adds parameter gradients into `g`; returns `(dx (T·B, I), dh0 (B, H), dc0)`.
@@ -939,11 +1176,16 @@ fn dir_backward<F: Element>(
     dc_n: ArrayView2<'_, F>,
     lengths: Option<&[usize]>,
     reverse: bool,
+    threads: usize,
 ) -> (Option<Array2<F>>, Array2<F>, Option<Array2<F>>) {
     let gh = p.weight_hh.nrows();
     let hs = p.weight_hh.ncols();
     let lstm = cell.has_cell_state();
     let gru = cell == CellKind::Gru;
+    if hs >= colsplit::MIN_HIDDEN {
+        let lp = colsplit::Loop { cell, t, b, hs, lengths, reverse, threads };
+        return dir_backward_columns(&lp, p, g, input, tp, h0, c0, dh_seq, dh_n, dc_n);
+    }
     let mut dg_ih = zeros::<F>(t * b, gh);
     let mut dg_hh = zeros::<F>(if gru { t * b } else { 0 }, gh);
     // h_prev of every step, in time order: the input of the W_hh product.
@@ -1036,17 +1278,94 @@ fn dir_backward<F: Element>(
     let (dhs, dcs): (Vec<_>, Vec<_>) = finals.into_iter().unzip();
     let dh = stack_rows(dhs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)");
     let dc = lstm.then(|| stack_rows(dcs.into_iter(), b * hs).into_shape_with_order((b, hs)).expect("(B, H)"));
-    let dgh = if gru { &dg_hh } else { &dg_ih };
-    let db_ih = input.add_weight_grad(&dg_ih, &mut g.weight_ih);
+    let dx = weight_grads(cell, p, g, input, &dg_ih, &dg_hh, &h_prev_all);
+    (dx, dh, dc)
+}
+
+/// [`dir_backward`] split by columns across the threads (see `colsplit`).
+#[allow(clippy::too_many_arguments)]
+fn dir_backward_columns<F: Element>(
+    lp: &colsplit::Loop<'_>,
+    p: &DirParams<F>,
+    g: &mut DirParams<F>,
+    input: &LayerInput<F>,
+    tp: &DirTape<F>,
+    h0: ArrayView2<'_, F>,
+    c0: Option<ArrayView2<'_, F>>,
+    dh_seq: Array2<F>,
+    dh_n: ArrayView2<'_, F>,
+    dc_n: ArrayView2<'_, F>,
+) -> (Option<Array2<F>>, Array2<F>, Option<Array2<F>>) {
+    let (t, b, hs, cell) = (lp.t, lp.b, lp.hs, lp.cell);
+    let gh = p.weight_hh.nrows();
+    let (lstm, gru) = (cell.has_cell_state(), cell == CellKind::Gru);
+    let mut dg_ih = zeros::<F>(t * b, gh);
+    let mut dg_hh = zeros::<F>(if gru { t * b } else { 0 }, gh);
+    let mut dh0 = zeros::<F>(b, hs);
+    let mut dc0 = zeros::<F>(if lstm { b } else { 0 }, hs);
+    let h0c = h0.as_standard_layout();
+    let c0c = c0.map(|c| c.as_standard_layout().into_owned());
+    let (dh_nc, dc_nc) = (dh_n.as_standard_layout(), dc_n.as_standard_layout());
+    let h_all = tp.h.as_slice().expect("contiguous");
+    // h_prev of every step, in time order: the input of the W_hh gradient.
+    let mut h_prev_all = zeros::<F>(t * b, hs);
+    for (ti, dst) in h_prev_all.as_slice_mut().expect("contiguous").chunks_exact_mut(b * hs).enumerate() {
+        let prev = if lp.reverse { (ti + 1 < t).then_some(ti + 1) } else { ti.checked_sub(1) };
+        dst.copy_from_slice(match prev {
+            Some(tp_) => block(h_all, tp_ * b, b, hs),
+            None => h0c.as_slice().expect("contiguous"),
+        });
+    }
+    let inp = colsplit::BwdIn {
+        w_hh: p.weight_hh.view(),
+        gates: tp.gates.as_slice().expect("contiguous"),
+        hw: tp.hw.as_ref().map_or(&[], |hw| hw.as_slice().expect("contiguous")),
+        h_all,
+        c_all: tp.c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous")),
+        h0: h0c.as_slice().expect("contiguous"),
+        c0: c0c.as_ref().map_or(&[], |c| c.as_slice().expect("contiguous")),
+        dh_seq: dh_seq.as_slice().expect("contiguous"),
+        dh_n: dh_nc.as_slice().expect("contiguous"),
+        dc_n: if lstm { dc_nc.as_slice().expect("contiguous") } else { &[] },
+    };
+    let out = colsplit::BwdOut {
+        dg_ih: dg_ih.as_slice_mut().expect("contiguous"),
+        dg_hh: dg_hh.as_slice_mut().expect("contiguous"),
+        dh0: dh0.as_slice_mut().expect("contiguous"),
+        dc0: dc0.as_slice_mut().expect("contiguous"),
+    };
+    colsplit::backward(lp, inp, out);
+    let dx = weight_grads(cell, p, g, input, &dg_ih, &dg_hh, &h_prev_all);
+    (dx, dh0, lstm.then_some(dc0))
+}
+
+/// The weight and bias gradients of a direction from its pre-activation gradients (added into
+/// `g`), and the input gradient `dG_ih · W_ih` (`None` for one-hot inputs).
+fn weight_grads<F: Element>(
+    cell: CellKind,
+    p: &DirParams<F>,
+    g: &mut DirParams<F>,
+    input: &LayerInput<F>,
+    dg_ih: &Array2<F>,
+    dg_hh: &Array2<F>,
+    h_prev_all: &Array2<F>,
+) -> Option<Array2<F>> {
+    let gru = cell == CellKind::Gru;
+    let (rows, gh) = dg_ih.dim();
+    let dgh = if gru { dg_hh } else { dg_ih };
+    let (db_ih, per_token) = input.add_weight_grad(dg_ih, &mut g.weight_ih);
     g.bias_ih += &db_ih;
     // Both biases get the same gradient, except for GRU (whose `b_hn` sits inside the reset gate).
     let mut db_hh = if gru { Array1::zeros(gh) } else { db_ih };
     add_transposed_product(dgh.view(), h_prev_all.view(), &mut g.weight_hh.view_mut(), gru.then(|| db_hh.as_slice_mut().expect("contiguous")));
     g.bias_hh += &db_hh;
-    let dx = matches!(input, LayerInput::Dense(_)).then(|| {
-        let mut dx = zeros::<F>(t * b, p.weight_ih.ncols());
+    if let Some(per_token) = per_token {
+        // The embedding table's gradient, `(V, I)`.
+        return Some(crate::linalg::product(&per_token.view(), &p.weight_ih.view()));
+    }
+    matches!(input, LayerInput::Dense(_)).then(|| {
+        let mut dx = zeros::<F>(rows, p.weight_ih.ncols());
         gemm(F::one(), &dg_ih.view(), &p.weight_ih.view(), F::zero(), &mut dx.view_mut());
         dx
-    });
-    (dx, dh, dc)
+    })
 }

@@ -42,6 +42,7 @@ pub mod allocator;
 mod aligned;
 pub mod activation;
 pub mod cell;
+mod colsplit;
 pub mod config;
 pub mod element;
 pub mod embedding;

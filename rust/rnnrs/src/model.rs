@@ -339,6 +339,14 @@ impl<F: Element> LanguageModel<F> {
         Ok(())
     }
 
+    /// Whether the first layer takes its input projection from the embedding table's rows
+    /// (`Recurrent::forward_embedded`): when the vocabulary is at most half the `T·B` tokens, the
+    /// products over the table's `V` rows replace those over every token (the default char model:
+    /// 66 rows instead of 2,048). Depends on the shapes only.
+    fn table_lookup(&self, t: usize, b: usize) -> bool {
+        2 * self.config.vocab_size <= t * b
+    }
+
     fn embed(&self, ids: &ArrayView2<'_, usize>) -> Result<Option<Array3<F>>> {
         let (t, b) = ids.dim();
         match &self.embedding {
@@ -359,9 +367,12 @@ impl<F: Element> LanguageModel<F> {
         self.check_state(state, ids.ncols())?;
         let (t, b) = ids.dim();
         let (h0, c0) = split_state(state);
-        let out = match self.embed(&ids)? {
-            Some(x) => self.rnn.forward(x.view(), h0, c0)?,
-            None => self.rnn.forward_tokens(ids, h0, c0)?,
+        let out = match (&self.embedding, self.table_lookup(t, b)) {
+            (Some(e), true) => self.rnn.forward_embedded(ids, &e.weight, h0, c0)?,
+            _ => match self.embed(&ids)? {
+                Some(x) => self.rnn.forward(x.view(), h0, c0)?,
+                None => self.rnn.forward_tokens(ids, h0, c0)?,
+            },
         };
         let hs = self.config.hidden_size;
         let y = out.y.into_shape_with_order((t * b, hs)).expect("(T*B, H)");
@@ -405,7 +416,21 @@ impl<F: Element> LanguageModel<F> {
         let (t, b) = inputs.dim();
         let (h0, c0) = split_state(state);
         let masks = self.draw_masks(b);
-        let mut x = self.embed(&inputs)?;
+        // Layer 0 may take its input projection from the embedding table's rows (see
+        // `table_lookup`): every token's input must then be its table row, which embedding
+        // dropout keeps (it scales whole rows) and locked input dropout does not.
+        let lookup = self.embedding.is_some()
+            && self.table_lookup(t, b)
+            && masks.as_ref().is_none_or(|m| m.input.is_none());
+        let types = masks.as_ref().and_then(|m| m.types.as_ref());
+        let table = match (&self.embedding, lookup) {
+            (Some(e), true) => Some(match types {
+                Some(k) => &e.weight * &ndarray::ArrayView1::from(k.as_slice()).insert_axis(ndarray::Axis(1)),
+                None => e.weight.clone(),
+            }),
+            _ => None,
+        };
+        let mut x = if lookup { None } else { self.embed(&inputs)? };
         if let (Some(x), Some(m)) = (x.as_mut(), masks.as_ref()) {
             if let Some(types) = &m.types {
                 scale_by_type(x, &inputs, types);
@@ -418,12 +443,18 @@ impl<F: Element> LanguageModel<F> {
             Some(m) if !m.weights.is_empty() => (self.drop_weights(m), self.weight_hh_grads()),
             _ => (Vec::new(), Vec::new()),
         };
-        let pass = self.forward_backward(&inputs, &targets, x.as_ref(), h0, c0, masks.as_ref());
+        let pass = self.forward_backward(&inputs, &targets, x.as_ref(), table.as_ref(), h0, c0, masks.as_ref());
         if let Some(m) = &masks {
             self.restore_weights(m, saved, before); // (also when the pass failed)
         }
         self.route_tied_grad();
-        let (loss, dx, st) = pass?;
+        let (loss, dx, d_table, st) = pass?;
+        if let (Some(e), Some(mut d)) = (self.embedding.as_mut(), d_table) {
+            if let Some(k) = types {
+                d *= &ndarray::ArrayView1::from(k.as_slice()).insert_axis(ndarray::Axis(1));
+            }
+            e.grad += &d;
+        }
         if let (Some(e), Some(mut dx)) = (self.embedding.as_mut(), dx) {
             if let Some(m) = &masks {
                 if let Some(mask) = &m.input {
@@ -440,21 +471,24 @@ impl<F: Element> LanguageModel<F> {
         Ok((loss, st))
     }
 
-    /// The training pass from the stack's input to the loss and back: `(loss, dx, final state)`.
-    #[allow(clippy::type_complexity)]
+    /// The training pass from the stack's input (dense `x`, the embedding `table` for a lookup,
+    /// or one-hot tokens) to the loss and back: `(loss, dx, the table's gradient, final state)`.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
     fn forward_backward(
         &mut self,
         inputs: &ArrayView2<'_, usize>,
         targets: &ArrayView2<'_, usize>,
         x: Option<&Array3<F>>,
+        table: Option<&Array2<F>>,
         h0: Option<ArrayView3<'_, F>>,
         c0: Option<ArrayView3<'_, F>>,
         masks: Option<&Masks<F>>,
-    ) -> Result<(f64, Option<Array3<F>>, State<F>)> {
+    ) -> Result<(f64, Option<Array3<F>>, Option<Array2<F>>, State<F>)> {
         let (t, b) = inputs.dim();
-        let (out, tape) = match x {
-            Some(x) => self.rnn.forward_train(x.view(), h0, c0)?,
-            None => self.rnn.forward_train_tokens(inputs.view(), h0, c0)?,
+        let (out, tape) = match (x, table) {
+            (Some(x), _) => self.rnn.forward_train(x.view(), h0, c0)?,
+            (None, Some(tb)) => self.rnn.forward_train_embedded(inputs.view(), tb, h0, c0)?,
+            (None, None) => self.rnn.forward_train_tokens(inputs.view(), h0, c0)?,
         };
         let hs = self.config.hidden_size;
         let out_mask = masks.and_then(|m| m.output.as_ref());
@@ -471,8 +505,8 @@ impl<F: Element> LanguageModel<F> {
         if let Some(mask) = out_mask {
             scale_locked(&mut dy, mask);
         }
-        let g = self.rnn.backward(&tape, dy.view(), None, None)?;
-        Ok((loss, g.dx, State { h: out.h_n, c: out.c_n }))
+        let (g, d_table) = self.rnn.backward_table(&tape, dy.view(), None, None)?;
+        Ok((loss, g.dx, d_table, State { h: out.h_n, c: out.c_n }))
     }
 
     /// One complete training step: zero the gradients, forward, loss, backward, clip the global

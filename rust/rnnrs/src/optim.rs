@@ -21,7 +21,7 @@ pub fn clip_grad_norm<F: Element>(m: &mut dyn Module<F>, max_norm: f64) -> f64 {
     let coef = max_norm / (norm + 1e-6);
     if norm.is_finite() && coef < 1.0 {
         let c = F::from_f64(coef);
-        m.visit_mut(&mut |_, _, mut g| g.mapv_inplace(|v| v * c));
+        m.visit_mut(&mut |_, _, mut g| g.par_mapv_inplace(|v| v * c));
     }
     norm
 }
@@ -198,10 +198,12 @@ impl<F: Element> Optimizer<F> {
                     let (p, b) = rule.sgd(p, g, zero, true);
                     finite(&[p, b])
                 }),
-                (Rule::Adam { .. }, [m1, v1]) => Zip::from(&p).and(&g).and(m1).and(v1).all(|&p, &g, &m, &v| {
-                    let (p, m, v) = rule.adam(p, g, m, v);
-                    finite(&[p, m, v])
-                }),
+                (Rule::Adam { .. }, [m1, v1]) => {
+                    rayon::iter::ParallelIterator::all(rayon::iter::IntoParallelIterator::into_par_iter(Zip::from(&p).and(&g).and(m1).and(v1)), |(&p, &g, &m, &v)| {
+                        let (p, m, v) = rule.adam(p, g, m, v);
+                        finite(&[p, m, v])
+                    })
+                }
                 (Rule::Adam { .. }, _) => Zip::from(&p).and(&g).all(|&p, &g| {
                     let (p, m, v) = rule.adam(p, g, zero, zero);
                     finite(&[p, m, v])
@@ -293,7 +295,8 @@ impl<F: Element> Optimizer<F> {
                         st.push(ArrayD::zeros(p.shape()));
                     }
                     let (m1, rest) = st.split_at_mut(1);
-                    Zip::from(&mut p).and(&g).and(&mut m1[0]).and(&mut rest[0]).for_each(|p, &g, m, v| {
+                    // Elementwise, so splitting it over the threads changes no bits.
+                    Zip::from(&mut p).and(&g).and(&mut m1[0]).and(&mut rest[0]).par_for_each(|p, &g, m, v| {
                         (*p, *m, *v) = rule.adam(*p, g, *m, *v);
                     });
                 }

@@ -215,6 +215,45 @@ pub(crate) fn product<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], 
     }
 }
 
+/// [`product`] whose every output's summation order depends only on `k`, never on `m` or `n`:
+/// the column-split time loops give each thread its own columns, whose number changes with the
+/// thread count. Panels already have that property; the general kernel (whose blocking depends on
+/// the shape) is replaced by plain loops, each output summed part by part in ascending `k` from
+/// zero, then added to the start. `scratch` holds one row (grown once, not per call).
+pub(crate) fn product_by_columns<F: Element>(parts: &[(&[F], &PackedRhs<F>)], c: &mut [F], start: Start<'_, F>, scratch: &mut Vec<F>) {
+    if parts.iter().all(|(_, b)| b.is_packed()) {
+        return product(parts, c, start);
+    }
+    let n = parts[0].1.n;
+    let m = c.len() / n.max(1);
+    if n == 0 {
+        return;
+    }
+    if scratch.len() < n {
+        scratch.resize(n, F::zero());
+    }
+    let acc = &mut scratch[..n];
+    for (i, crow) in c.chunks_exact_mut(n).enumerate().take(m) {
+        acc.fill(F::zero());
+        for (a, b) in parts {
+            let Repr::Dense(bd) = &b.repr else {
+                unreachable!("f32 panels are built for every part or for none")
+            };
+            let bd = bd.as_slice().expect("a row-major copy");
+            for (kk, &av) in a[i * b.k..(i + 1) * b.k].iter().enumerate() {
+                for (s, &bv) in acc.iter_mut().zip(&bd[kk * n..(kk + 1) * n]) {
+                    *s += av * bv;
+                }
+            }
+        }
+        match start {
+            Start::Zero => crow.copy_from_slice(acc),
+            Start::Accumulate => crow.iter_mut().zip(acc.iter()).for_each(|(v, &s)| *v += s),
+            Start::Bias(bias) => crow.iter_mut().zip(acc.iter().zip(bias)).for_each(|(v, (&s, &bb))| *v = bb + s),
+        }
+    }
+}
+
 /// `c (m, n) += aᵀ · b` for `a (k, m)` and `b (k, n)`, and `sums (m) += Σ_k a[k, ..]` when given:
 /// the weight and bias gradients `dW += dGᵀ · X`, `db += Σ_t dG` of a time loop, whose `k` is every
 /// row of every time step. With AVX-512, float32 and rows of unit stride, the rows of `c` are split
