@@ -149,12 +149,18 @@ fn pass_columns<F: rnnrs::Element>(cell: CellKind, bidi: bool, b: usize, h: usiz
 #[test]
 fn column_split_loops_are_bit_identical_for_any_thread_count() {
     let lengths: Vec<usize> = (0..9).map(|k| (k * 5) % 8).collect();
+    let long_lengths: Vec<usize> = (0..40).map(|k| (k * 5) % 8).collect();
     for cell in [CellKind::Lstm, CellKind::Gru, CellKind::RnnTanh] {
         for (bidi, b, h, lens) in [
             (false, 9, 40, None),
             (false, 9, 64, Some(&lengths[..])),
             (true, 5, 48, Some(&lengths[..5])),
             (false, 1, 200, None),
+            // Three row blocks of 16: the row-block loops for up to 3 threads, the column loops
+            // for 4; bidirectional, one block: row blocks with 1 thread per direction (1-3
+            // threads), the column loops with 2 (4 threads).
+            (false, 40, 48, None),
+            (true, 16, 40, Some(&long_lengths[..16])),
         ] {
             let one = in_pool(1, || pass_columns::<f32>(cell, bidi, b, h, lens));
             let one64 = in_pool(1, || pass_columns::<f64>(cell, bidi, b, h, lens));
