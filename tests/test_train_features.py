@@ -180,3 +180,16 @@ def test_rmsprop_trains_and_resumes_bit_identically(tmp_path):
     for k, v in a.model.state_dict().items():
         np.testing.assert_array_equal(v, b.model.state_dict()[k], err_msg=k)
     assert a.summary["train_loss"] < np.log(len(a.tokenizer.vocab))
+
+
+def test_a_fine_tuning_run_resumes_with_its_original_command(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a.txt").write_text(TEXT)
+    rnnrs.train(corpus="a.txt", out="base", steps=2, **TINY)
+    small = {k: v for k, v in TINY.items() if k not in ("embed", "hidden", "layers")}
+    rnnrs.train(corpus="a.txt", out="ft", init_from="base", steps=2, **small)
+    # the same relative --init-from again, now with resume: accepted
+    r = rnnrs.train(corpus="a.txt", out="ft", init_from="base", resume=True, steps=3, quiet=True)
+    assert r.summary["steps"] == 3
+    with pytest.raises(ConfigError, match="init_from: the checkpoint"):
+        rnnrs.train(corpus="a.txt", out="ft", init_from="other", resume=True, steps=4, quiet=True)

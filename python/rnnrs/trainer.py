@@ -200,6 +200,8 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and not isinstance(v, (str, os.PathLike)):
                 fail(name, "a string or None")
+        if self.init_from is not None and os.fspath(self.init_from) != "builtin":
+            self.init_from = os.path.abspath(os.fspath(self.init_from))
         if isinstance(self.corpus, (list, tuple)):
             if not self.corpus or not all(isinstance(c, (str, os.PathLike)) for c in self.corpus):
                 fail("corpus", "a path, a non-empty list of paths, or None")
@@ -770,6 +772,8 @@ class Trainer:
                        **dict(overrides, out=out, resume=True))
         ckpt = load_checkpoint(path)
         saved = _saved_config(ckpt.trainer, path)
+        if overrides.get("init_from") not in (None, "builtin"):  # (the checkpoint keeps it absolute)
+            overrides["init_from"] = os.path.abspath(os.fspath(overrides["init_from"]))
         for name in FROZEN_FIELDS:
             if name in overrides and overrides[name] != getattr(saved, name):
                 raise ConfigError(f"{name}: the checkpoint in {out} was trained with {getattr(saved, name)!r}, got "
